@@ -1,0 +1,1 @@
+"""JetStream stream and consumer declarations and publishing helpers."""

@@ -1,0 +1,1 @@
+"""psycopg connection pool and ordered SQL migration runner."""

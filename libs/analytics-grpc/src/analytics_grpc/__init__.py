@@ -1,0 +1,1 @@
+"""gRPC server bootstrap, interceptors, errors and the cached auth client."""

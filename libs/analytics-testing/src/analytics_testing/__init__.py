@@ -1,0 +1,1 @@
+"""pytest plugin and launchers for local PostgreSQL+TimescaleDB, NATS and the service stack."""

@@ -1,0 +1,1 @@
+"""Sites and API keys: creation, hashing, revocation, authentication."""

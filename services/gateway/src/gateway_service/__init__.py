@@ -1,0 +1,1 @@
+"""Local HTTP edge reproducing Envoy's gRPC-JSON transcoder."""

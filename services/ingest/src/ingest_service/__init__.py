@@ -1,0 +1,1 @@
+"""Validates, enriches and durably queues events."""

@@ -1,0 +1,1 @@
+"""Moves queued events from JetStream into TimescaleDB."""

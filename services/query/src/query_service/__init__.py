@@ -1,0 +1,1 @@
+"""Answers statistics questions from TimescaleDB."""
