@@ -30,7 +30,7 @@ $(DESCRIPTOR): $(PROTOS) scripts/proto_codegen.sh $(STAMPS)/python
 	@scripts/proto_codegen.sh
 
 $(BUF):
-	@deploy/local/apt-install.sh nodejs npm
+	@command -v npm >/dev/null || deploy/local/apt-install.sh nodejs npm
 	@echo "==> tools: installing buf $(BUF_VERSION) from npm into .tools"
 	@mkdir -p .tools && npm install --silent --no-save --no-package-lock --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 

@@ -1,1 +1,103 @@
-"""Typed settings read from environment variables."""
+"""Typed settings read from environment variables, failing at start-up with a clear message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TypeVar
+
+__all__ = ["Env", "SettingsError"]
+
+_N = TypeVar("_N", int, float)
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or has a value that cannot be used."""
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class Env:
+    """Reads typed values from an environment mapping (os.environ unless given)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str | None = None) -> str:
+        value = self._raw(name)
+        if value is not None:
+            return value
+        if default is None:
+            raise SettingsError(f"{name} is required but not set")
+        return default
+
+    def optional_str(self, name: str) -> str | None:
+        return self._raw(name)
+
+    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        return self._bounded(name, value, minimum, maximum)
+
+    def float(
+        self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+    ) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        return self._bounded(name, value, minimum, maximum)
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def address(self, name: str, default: str) -> str:
+        """A host:port pair."""
+        value = self.str(name, default)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name}={value!r} is not host:port")
+        return value
+
+    @staticmethod
+    def _bounded(name: str, value: _N, minimum: _N | None, maximum: _N | None) -> _N:
+        if minimum is not None and value < minimum:
+            raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{name}={value} is above the maximum {maximum}")
+        return value

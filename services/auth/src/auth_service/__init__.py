@@ -1,1 +1,1 @@
-"""Sites and API keys: creation, hashing, revocation, authentication."""
+"""Auth service: sites, API keys (hashed at rest), scopes and authentication for other services."""

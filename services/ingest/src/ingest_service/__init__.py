@@ -1,1 +1,1 @@
-"""Validates, enriches and durably queues events."""
+"""Ingest service: authenticates, validates, enriches and durably queues events."""

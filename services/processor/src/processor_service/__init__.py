@@ -1,1 +1,1 @@
-"""Moves queued events from JetStream into TimescaleDB."""
+"""Processor service: moves queued event batches from JetStream into TimescaleDB, exactly once."""

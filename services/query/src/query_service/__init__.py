@@ -1,1 +1,1 @@
-"""Answers statistics questions from TimescaleDB."""
+"""Query service: answers statistics questions from the processor's relations in TimescaleDB."""

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine under honcho: PostgreSQL+TimescaleDB and NATS on private
+# ports with data in $ANALYTICS_DATA_DIR, the four services and the HTTP edge. Ctrl+C stops it all.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+export ANALYTICS_DATA_DIR=${ANALYTICS_DATA_DIR:-$root/.data}
+export ANALYTICS_PG_PORT=${ANALYTICS_PG_PORT:-25432}
+export ANALYTICS_NATS_PORT=${ANALYTICS_NATS_PORT:-24222}
+export ANALYTICS_HTTP_HOST=${ANALYTICS_HTTP_HOST:-127.0.0.1}
+export ANALYTICS_HTTP_PORT=${ANALYTICS_HTTP_PORT:-8080}
+export ANALYTICS_AUTH_ADDR=${ANALYTICS_AUTH_ADDR:-127.0.0.1:50151}
+export ANALYTICS_INGEST_ADDR=${ANALYTICS_INGEST_ADDR:-127.0.0.1:50152}
+export ANALYTICS_QUERY_ADDR=${ANALYTICS_QUERY_ADDR:-127.0.0.1:50153}
+export ANALYTICS_PROCESSOR_ADDR=${ANALYTICS_PROCESSOR_ADDR:-127.0.0.1:50154}
+export ANALYTICS_DATABASE_URL=${ANALYTICS_DATABASE_URL:-postgresql://analytics@127.0.0.1:$ANALYTICS_PG_PORT/analytics}
+export ANALYTICS_NATS_URL=${ANALYTICS_NATS_URL:-nats://127.0.0.1:$ANALYTICS_NATS_PORT}
+export PATH="$root/.venv/bin:$PATH"
+
+mkdir -p "$ANALYTICS_DATA_DIR"
+chmod 700 "$ANALYTICS_DATA_DIR"
+token_file="$ANALYTICS_DATA_DIR/admin-token"
+if [ -z "${ANALYTICS_ADMIN_TOKEN:-}" ]; then
+  if [ ! -s "$token_file" ]; then
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$token_file")
+    echo "==> run: generated an admin token in $token_file"
+  fi
+  ANALYTICS_ADMIN_TOKEN=$(cat "$token_file")
+fi
+export ANALYTICS_ADMIN_TOKEN
+
+for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
+    "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "==> run: port $port is already in use; is another 'make run' running? (ports are set by ANALYTICS_*_PORT / *_ADDR)" >&2
+    exit 1
+  fi
+done
+
+echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$ANALYTICS_NATS_PORT), auth, processor, ingest, query, gateway"
+honcho -f deploy/local/Procfile -d "$root" start &
+honcho_pid=$!
+stop() {
+  trap - INT TERM
+  echo "==> run: stopping"
+  kill -TERM "$honcho_pid" 2>/dev/null || true
+  wait "$honcho_pid" 2>/dev/null || true
+  exit 0
+}
+trap stop INT TERM
+
+http="http://$ANALYTICS_HTTP_HOST:$ANALYTICS_HTTP_PORT"
+if ! python -m analytics_testing.stack wait --timeout 180 --http "$http" \
+    --grpc "auth=$ANALYTICS_AUTH_ADDR" --grpc "processor=$ANALYTICS_PROCESSOR_ADDR" \
+    --grpc "ingest=$ANALYTICS_INGEST_ADDR" --grpc "query=$ANALYTICS_QUERY_ADDR"; then
+  stop
+fi
+
+cat <<BANNER
+
+  Analytics is running.
+    HTTP API     $http
+    gRPC         auth $ANALYTICS_AUTH_ADDR  ingest $ANALYTICS_INGEST_ADDR  query $ANALYTICS_QUERY_ADDR
+    Admin token  $ANALYTICS_ADMIN_TOKEN   (kept in $token_file)
+    Data         $ANALYTICS_DATA_DIR
+
+  Try it (in another terminal):
+    curl -s -X POST $http/api/site/create -H "Authorization: Bearer $ANALYTICS_ADMIN_TOKEN" -d '{"name": "My site"}'
+    # then, with the site_id and api_key it returned:
+    curl -s -X POST $http/api/event -H "x-api-key: \$API_KEY" \\
+      -d '{"site_id": "'\$SITE_ID'", "event_type": "pageview", "path": "/", "user_id": "alice"}'
+    curl -s "$http/api/stats?site_id=\$SITE_ID" -H "x-api-key: \$API_KEY"
+
+  Press Ctrl+C to stop.
+
+BANNER
+wait "$honcho_pid"

@@ -1,0 +1,134 @@
+"""AuthClient: resolves API keys through the auth service, with a short local cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+from analytics.v1 import auth_pb2, auth_pb2_grpc
+
+from analytics_grpc.errors import ServiceError, unauthenticated
+
+# Errors that describe the key itself: worth caching briefly so a flood of bad requests does not
+# become a flood of auth lookups.
+_DEFINITIVE = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key of one site, or the admin (site_id empty)."""
+
+    key_id: str
+    site_id: str
+    scopes: frozenset[int]
+
+    @property
+    def is_admin(self) -> bool:
+        return auth_pb2.SCOPE_ADMIN in self.scopes and not self.site_id
+
+    def require(self, scope: int) -> None:
+        if self.is_admin or scope in self.scopes:
+            return
+        name = auth_pb2.Scope.Name(scope).removeprefix("SCOPE_").lower()
+        raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, f"api key lacks the {name} scope")
+
+
+class AuthClient:
+    """Authenticates keys against the auth service; answers are cached for ``ttl_s`` seconds.
+
+    A revoked key therefore keeps working for at most ``ttl_s`` in each caller.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        ttl_s: float = 10.0,
+        negative_ttl_s: float = 2.0,
+        timeout_s: float = 2.0,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        self._ttl_s = ttl_s
+        self._negative_ttl_s = negative_ttl_s
+        self._timeout_s = timeout_s
+        self._max_entries = max_entries
+        self._cache: OrderedDict[tuple[bytes, str], tuple[float, Principal | tuple[grpc.StatusCode, str]]] = OrderedDict()
+        self._inflight: dict[tuple[bytes, str], asyncio.Future[Principal]] = {}
+
+    async def authenticate(self, api_key: str | None, site_id: str) -> Principal:
+        if not api_key:
+            raise unauthenticated()
+        # The cache is keyed by a digest so raw keys are not kept around in memory longer than needed.
+        cache_key = (hashlib.sha256(api_key.encode()).digest(), site_id)
+        now = time.monotonic()
+        hit = self._cache.get(cache_key)
+        if hit is not None and hit[0] > now:
+            self._cache.move_to_end(cache_key)
+            if isinstance(hit[1], Principal):
+                return hit[1]
+            code, message = hit[1]
+            raise ServiceError(code, message)
+        pending = self._inflight.get(cache_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._inflight[cache_key] = future
+        try:
+            principal = await self._lookup(api_key, site_id, cache_key)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            del self._inflight[cache_key]
+
+    async def _lookup(self, api_key: str, site_id: str, cache_key: tuple[bytes, str]) -> Principal:
+        try:
+            response = await self._stub.Authenticate(
+                auth_pb2.AuthenticateRequest(api_key=api_key, site_id=site_id), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _DEFINITIVE:
+                failure = (error.code(), error.details() or error.code().name.lower())
+                self._store(cache_key, failure, self._negative_ttl_s)
+                raise ServiceError(*failure) from None
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "auth service unavailable, retry later") from None
+        key = response.key
+        principal = Principal(key_id=key.key_id, site_id=key.site_id, scopes=frozenset(key.scopes))
+        self._store(cache_key, principal, self._ttl_s)
+        return principal
+
+    def _store(
+        self, cache_key: tuple[bytes, str], value: Principal | tuple[grpc.StatusCode, str], ttl_s: float
+    ) -> None:
+        if ttl_s <= 0:
+            return
+        self._cache[cache_key] = (time.monotonic() + ttl_s, value)
+        self._cache.move_to_end(cache_key)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,123 @@
+"""Server interceptor: request id, one canonical log line per RPC, ServiceError → status."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from analytics_grpc.errors import ServiceError
+
+log = structlog.get_logger("analytics.rpc")
+
+Handler = Callable[..., Any]
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Binds a request id, logs every RPC once, and turns ServiceError into its status.
+
+    Unexpected exceptions become INTERNAL with a generic message: the traceback goes to the log,
+    never to the caller.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def _wrap_unary(behaviour: Handler, method: str) -> Handler:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
+        code = grpc.StatusCode.OK
+        try:
+            return await behaviour(request, context)
+        except ServiceError as error:
+            code = error.code
+            await context.abort_with_status(error.to_status())
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _log_rpc(code, started)
+            structlog.contextvars.unbind_contextvars("request_id", "rpc")
+
+    return wrapper
+
+
+def _wrap_stream(behaviour: Handler, method: str) -> Handler:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
+        code = grpc.StatusCode.OK
+        try:
+            async for response in behaviour(request, context):
+                yield response
+        except ServiceError as error:
+            code = error.code
+            await context.abort_with_status(error.to_status())
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _log_rpc(code, started)
+            structlog.contextvars.unbind_contextvars("request_id", "rpc")
+
+    return wrapper
+
+
+def _log_rpc(code: grpc.StatusCode, started: float) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    level = "error" if code in _SERVER_FAULTS else "info"
+    getattr(log, level)("rpc", code=code.name, duration_ms=duration_ms)
+
+
+_SERVER_FAULTS = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED}
+)

@@ -1,0 +1,102 @@
+"""GrpcServer: grpc.aio server with stock health, reflection, interceptors and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from analytics_grpc.interceptors import ObservabilityInterceptor
+
+log = structlog.get_logger("analytics.server")
+
+# Generous message size: a batch of 1000 events with properties can pass a few MiB.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class GrpcServer:
+    """Owns a grpc.aio server whose health turns SERVING only when the service says so.
+
+    Usage: add services, ``await start()``, connect dependencies, ``set_serving()``, then
+    ``await wait_for_shutdown_signal()`` and ``await stop()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        *,
+        grace_s: float = 10.0,
+        reuse_port: bool = False,
+        extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.name = name
+        self.listen = listen
+        self.grace_s = grace_s
+        self._services: list[str] = []
+        self._stopping = asyncio.Event()
+        self.server = grpc.aio.server(
+            interceptors=[ObservabilityInterceptor(), *extra_interceptors],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = 0
+
+    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+        register(servicer, self.server)
+        self._services.append(full_name)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(
+            [*self._services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise RuntimeError(f"{self.name}: cannot listen on {self.listen}")
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        log.info("listening", service=self.name, listen=self.listen, port=self.port)
+        return self.port
+
+    async def set_serving(self) -> None:
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", service=self.name)
+
+    async def set_not_serving(self) -> None:
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *self._services):
+            await self.health.set(name, status)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_for_shutdown_signal(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING first so balancers stop sending, then let in-flight RPCs finish."""
+        log.info("stopping", service=self.name, grace_s=self.grace_s)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace_s)
+        log.info("stopped", service=self.name)

@@ -1,0 +1,233 @@
+"""Launches the services as real processes and waits until every one reports SERVING.
+
+Used by the end-to-end tests and by ``make run`` (``python -m analytics_testing.stack wait``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from analytics_testing.ports import free_port
+
+SERVICES: tuple[tuple[str, str], ...] = (
+    ("auth", "auth_service"),
+    ("processor", "processor_service"),
+    ("ingest", "ingest_service"),
+    ("query", "query_service"),
+)
+
+
+def grpc_serving(address: str, timeout_s: float = 1.0) -> bool:
+    """True when the server at ``address`` answers the stock health check with SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_until_ready(
+    grpc_addresses: Mapping[str, str], http_url: str | None, *, timeout_s: float, progress: bool = False
+) -> None:
+    """Waits until every gRPC service is SERVING and the HTTP edge answers /health with 200."""
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(grpc_addresses)
+    http_pending = http_url is not None
+    shown: set[str] = set()
+    while waiting or http_pending:
+        for name, address in list(waiting.items()):
+            if grpc_serving(address):
+                del waiting[name]
+                if progress:
+                    print(f"==> run: {name} is serving on {address}", flush=True)
+        if not waiting and http_url is not None and http_pending and http_ok(f"{http_url}/health"):
+            http_pending = False
+            if progress:
+                print(f"==> run: HTTP edge is answering on {http_url}", flush=True)
+        if not waiting and not http_pending:
+            return
+        if time.monotonic() > deadline:
+            pending = [*waiting, *(["http edge"] if http_pending else [])]
+            raise TimeoutError(f"not ready after {timeout_s:.0f} s: {', '.join(pending)}")
+        if progress:
+            for name in waiting:
+                if name not in shown:
+                    shown.add(name)
+                    print(f"==> run: waiting for {name}", flush=True)
+        time.sleep(0.2)
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as ``python -m <module>`` with its own environment and log file."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.running and self.process is not None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM (graceful), then SIGKILL if it does not exit in time."""
+        if not self.running:
+            return
+        self.signal(signal.SIGTERM)
+        if self.wait(timeout_s) is None:
+            self.signal(signal.SIGKILL)
+            self.wait(5)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class ServiceStack:
+    """auth, processor, ingest, query and (optionally) the HTTP gateway on free loopback ports."""
+
+    database_url: str
+    nats_url: str
+    log_dir: Path
+    admin_token: str
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    with_gateway: bool = True
+    addresses: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    http_port: int = 0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+        env.update(
+            {
+                "ANALYTICS_DATABASE_URL": self.database_url,
+                "ANALYTICS_NATS_URL": self.nats_url,
+                "ANALYTICS_ADMIN_TOKEN": self.admin_token,
+                "ANALYTICS_AUTH_ADDR": self.addresses["auth"],
+                "ANALYTICS_INGEST_ADDR": self.addresses["ingest"],
+                "ANALYTICS_QUERY_ADDR": self.addresses["query"],
+                "ANALYTICS_HTTP_HOST": "127.0.0.1",
+                "ANALYTICS_HTTP_PORT": str(self.http_port),
+                "ANALYTICS_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, _ in SERVICES:
+            self.addresses[name] = f"127.0.0.1:{free_port()}"
+        self.http_port = free_port() if self.with_gateway else 0
+        base = self._base_env()
+        modules: list[tuple[str, str]] = list(SERVICES)
+        if self.with_gateway:
+            modules.append(("gateway", "gateway_service"))
+        for name, module in modules:
+            env = dict(base)
+            if name in self.addresses:
+                env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
+            process = ServiceProcess(name, module, env, self.log_dir / f"{name}.log")
+            process.start()
+            self.processes[name] = process
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float = 60.0, names: Sequence[str] | None = None) -> None:
+        wanted = {n: a for n, a in self.addresses.items() if names is None or n in names}
+        http = self.http_url if self.with_gateway and (names is None or "gateway" in names) else None
+        try:
+            wait_until_ready(wanted, http, timeout_s=timeout_s)
+        except TimeoutError as error:
+            tails = "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes.values())
+            raise TimeoutError(f"{error}\n{tails}") from None
+
+    def restart(self, name: str, timeout_s: float = 60.0) -> None:
+        process = self.processes[name]
+        process.stop()
+        process.start()
+        self.wait_ready(timeout_s, [name])
+
+    def stop(self) -> None:
+        # Edge first, then producers, then the consumer, so nothing is left half-done.
+        for name in ("gateway", "ingest", "query", "processor", "auth"):
+            if name in self.processes:
+                self.processes[name].stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analytics_testing.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    wait = sub.add_parser("wait", help="wait until the given services are SERVING")
+    wait.add_argument("--grpc", action="append", default=[], metavar="NAME=HOST:PORT")
+    wait.add_argument("--http", metavar="URL", help="HTTP edge base URL; /health must answer 200")
+    wait.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    addresses = dict(item.split("=", 1) for item in args.grpc)
+    try:
+        wait_until_ready(addresses, args.http, timeout_s=args.timeout, progress=True)
+    except TimeoutError as error:
+        print(f"==> run: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

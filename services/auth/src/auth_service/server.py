@@ -1,0 +1,34 @@
+"""Runs the auth service until SIGTERM."""
+
+from __future__ import annotations
+
+from analytics.v1 import auth_pb2_grpc
+from analytics_db import create_pool, migrate, open_pool
+from analytics_grpc import GrpcServer
+
+from auth_service.servicer import AuthServicer
+from auth_service.settings import Settings
+from auth_service.store import AuthStore
+
+SCHEMA = "auth"
+
+
+async def serve(settings: Settings) -> None:
+    pool = create_pool(settings.database_url, name="auth", max_size=10)
+    server = GrpcServer("auth", settings.grpc_listen)
+    server.add(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        AuthServicer(AuthStore(pool), settings.admin_token),
+        "analytics.v1.AuthService",
+    )
+    server.install_signal_handlers()
+    await server.start()
+    try:
+        await open_pool(pool)
+        if settings.migrate_on_start:
+            await migrate(settings.database_url, SCHEMA, "auth_service.migrations")
+        await server.set_serving()
+        await server.wait_for_shutdown_signal()
+        await server.stop()
+    finally:
+        await pool.close()

@@ -1,0 +1,132 @@
+"""AuthService servicer: decode, check, call the store, encode."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import grpc
+import structlog
+from analytics.v1 import auth_pb2, auth_pb2_grpc
+from analytics_grpc.errors import ServiceError, not_found, permission_denied, unauthenticated
+from analytics_grpc.metadata import credential
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from auth_service import keys
+from auth_service.store import AuthStore, KeyRow
+
+log = structlog.get_logger("analytics.auth")
+
+DEFAULT_SCOPES = [auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ]
+ADMIN_KEY_ID = "admin"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def parse_site_id(value: str, field: str = "site_id") -> uuid.UUID:
+    if not value:
+        raise ServiceError.field(field, "is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ServiceError.field(field, "must be a UUID") from None
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def key_message(row: KeyRow) -> auth_pb2.ApiKey:
+    return auth_pb2.ApiKey(
+        key_id=row.key_id,
+        site_id=str(row.site_id),
+        scopes=row.scopes,
+        create_time=_timestamp(row.created_at),
+        revoke_time=_timestamp(row.revoked_at),
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, store: AuthStore, admin_token: str) -> None:
+        self._store = store
+        self._admin_token = admin_token
+
+    def _require_admin(self, context: Context) -> None:
+        given = credential(context)
+        if not given:
+            raise unauthenticated("admin token required: send Authorization: Bearer <token>")
+        if not keys.same_secret(given, self._admin_token):
+            if keys.looks_like_key(given):
+                raise permission_denied("this operation needs the admin token, not a site API key")
+            raise unauthenticated("invalid admin token")
+
+    async def CreateSite(self, request: auth_pb2.CreateSiteRequest, context: Context) -> auth_pb2.CreateSiteResponse:
+        self._require_admin(context)
+        name = request.name.strip()
+        if not name:
+            raise ServiceError.field("name", "is required")
+        if len(name) > 200:
+            raise ServiceError.field("name", "must be at most 200 characters")
+        key_id, api_key = keys.new_key()
+        site, key = await self._store.create_site(name, key_id, keys.digest(api_key), DEFAULT_SCOPES)
+        log.info("site created", site_id=str(site.site_id), key_id=key_id)
+        return auth_pb2.CreateSiteResponse(
+            site_id=str(site.site_id),
+            api_key=api_key,
+            site=auth_pb2.Site(site_id=str(site.site_id), name=site.name, create_time=_timestamp(site.created_at)),
+            key=key_message(key),
+        )
+
+    async def CreateApiKey(
+        self, request: auth_pb2.CreateApiKeyRequest, context: Context
+    ) -> auth_pb2.CreateApiKeyResponse:
+        self._require_admin(context)
+        site_id = parse_site_id(request.site_id)
+        scopes = sorted(set(request.scopes)) or DEFAULT_SCOPES
+        for index, scope in enumerate(request.scopes):
+            if scope == auth_pb2.SCOPE_UNSPECIFIED or scope not in auth_pb2.Scope.values():
+                raise ServiceError.field(f"scopes[{index}]", "must be SCOPE_INGEST, SCOPE_READ or SCOPE_ADMIN")
+        key_id, api_key = keys.new_key()
+        row = await self._store.create_key(site_id, key_id, keys.digest(api_key), scopes)
+        if row is None:
+            raise not_found(f"site {site_id} not found")
+        log.info("api key created", site_id=str(site_id), key_id=key_id)
+        return auth_pb2.CreateApiKeyResponse(api_key=api_key, key=key_message(row))
+
+    async def RevokeApiKey(
+        self, request: auth_pb2.RevokeApiKeyRequest, context: Context
+    ) -> auth_pb2.RevokeApiKeyResponse:
+        self._require_admin(context)
+        if not request.key_id:
+            raise ServiceError.field("key_id", "is required")
+        row = await self._store.revoke_key(request.key_id)
+        if row is None:
+            raise not_found(f"api key {request.key_id} not found")
+        log.info("api key revoked", key_id=row.key_id, site_id=str(row.site_id))
+        return auth_pb2.RevokeApiKeyResponse(key=key_message(row))
+
+    async def Authenticate(
+        self, request: auth_pb2.AuthenticateRequest, context: Context
+    ) -> auth_pb2.AuthenticateResponse:
+        site_id = parse_site_id(request.site_id) if request.site_id else None
+        if not request.api_key:
+            raise unauthenticated()
+        if keys.same_secret(request.api_key, self._admin_token):
+            if site_id is not None and not await self._store.site_exists(site_id):
+                raise not_found(f"site {site_id} not found")
+            return auth_pb2.AuthenticateResponse(
+                key=auth_pb2.ApiKey(key_id=ADMIN_KEY_ID, scopes=[auth_pb2.SCOPE_ADMIN])
+            )
+        row = await self._store.key_by_hash(keys.digest(request.api_key)) if keys.looks_like_key(request.api_key) else None
+        if row is None or row.revoked_at is not None:
+            raise unauthenticated("api key is invalid or revoked")
+        if site_id is not None and row.site_id != site_id:
+            if not await self._store.site_exists(site_id):
+                raise not_found(f"site {site_id} not found")
+            raise permission_denied("api key belongs to another site")
+        return auth_pb2.AuthenticateResponse(key=key_message(row))

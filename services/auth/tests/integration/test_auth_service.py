@@ -1,0 +1,166 @@
+"""AuthService through a real gRPC server and a real TimescaleDB: sites, keys, scopes, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+import pytest
+from analytics.v1 import auth_pb2, auth_pb2_grpc
+from analytics_db import create_pool, migrate, open_pool
+from analytics_grpc import GrpcServer
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from auth_service.servicer import AuthServicer
+from auth_service.store import AuthStore
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "test-admin-token-0123456789abcdef"
+ADMIN_MD = (("authorization", f"Bearer {ADMIN}"),)
+
+
+@pytest.fixture
+async def auth(database_url: str) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub]:
+    await migrate(database_url, "auth", "auth_service.migrations")
+    pool = create_pool(database_url, name="auth-test", max_size=4)
+    await open_pool(pool)
+    server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
+    server.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(AuthStore(pool), ADMIN), "analytics.v1.AuthService")
+    port = await server.start()
+    await server.set_serving()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield auth_pb2_grpc.AuthServiceStub(channel)
+    await server.stop()
+    await pool.close()
+
+
+async def expect_error(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == code, caught.value.details()
+    return caught.value
+
+
+def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    found: dict[str, str] = {}
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found
+
+
+async def test_create_site_returns_a_working_key_stored_only_as_a_hash(
+    auth: auth_pb2_grpc.AuthServiceStub, database_url: str
+) -> None:
+    created = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="  Shop  "), metadata=ADMIN_MD)
+    assert uuid.UUID(created.site_id)
+    assert created.site.name == "Shop"
+    assert created.api_key.startswith(f"ak_{created.key.key_id}_")
+    assert set(created.key.scopes) == {auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ}
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT key_id, secret_hash, row_to_json(k)::text FROM auth.api_keys k").fetchall()
+    assert len(rows) == 1
+    key_id, secret_hash, as_text = rows[0]
+    assert key_id == created.key.key_id
+    assert bytes(secret_hash) == hashlib.sha256(created.api_key.encode()).digest()
+    assert created.api_key.split("_", 2)[2] not in as_text
+
+    reply = await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=created.api_key, site_id=created.site_id))
+    assert reply.key.site_id == created.site_id
+    assert reply.key.key_id == created.key.key_id
+
+
+async def test_admin_operations_need_the_admin_token(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    request = auth_pb2.CreateSiteRequest(name="x")
+    await expect_error(auth.CreateSite(request), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_error(
+        auth.CreateSite(request, metadata=(("authorization", "Bearer wrong"),)), grpc.StatusCode.UNAUTHENTICATED
+    )
+    site = await auth.CreateSite(request, metadata=ADMIN_MD)
+    await expect_error(
+        auth.CreateSite(request, metadata=(("x-api-key", site.api_key),)), grpc.StatusCode.PERMISSION_DENIED
+    )
+    await expect_error(
+        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id=site.key.key_id), metadata=(("x-api-key", site.api_key),)),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+
+
+async def test_site_name_is_validated(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    error = await expect_error(
+        auth.CreateSite(auth_pb2.CreateSiteRequest(name="   "), metadata=ADMIN_MD), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert violations(error) == {"name": "is required"}
+    error = await expect_error(
+        auth.CreateSite(auth_pb2.CreateSiteRequest(name="n" * 201), metadata=ADMIN_MD), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "name" in violations(error)
+
+
+async def test_key_of_one_site_is_refused_for_another(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    first = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="a"), metadata=ADMIN_MD)
+    second = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="b"), metadata=ADMIN_MD)
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=first.api_key, site_id=second.site_id)),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=first.api_key, site_id=str(uuid.uuid4()))),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    error = await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=first.api_key, site_id="nope")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert violations(error) == {"site_id": "must be a UUID"}
+
+
+async def test_unknown_and_revoked_keys_are_unauthenticated(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="a"), metadata=ADMIN_MD)
+    extra = await auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(site_id=site.site_id, scopes=[auth_pb2.SCOPE_READ]), metadata=ADMIN_MD
+    )
+    assert list(extra.key.scopes) == [auth_pb2.SCOPE_READ]
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="ak_unknown_" + "x" * 40)), grpc.StatusCode.UNAUTHENTICATED
+    )
+    await expect_error(auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="")), grpc.StatusCode.UNAUTHENTICATED)
+
+    revoked = await auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id=extra.key.key_id), metadata=ADMIN_MD)
+    assert revoked.key.HasField("revoke_time")
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=extra.api_key, site_id=site.site_id)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    # The site's first key is untouched by revoking the other one.
+    await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=site.api_key, site_id=site.site_id))
+    await expect_error(
+        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id="missing"), metadata=ADMIN_MD), grpc.StatusCode.NOT_FOUND
+    )
+
+
+async def test_admin_token_authenticates_for_any_existing_site(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="a"), metadata=ADMIN_MD)
+    reply = await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=ADMIN, site_id=site.site_id))
+    assert list(reply.key.scopes) == [auth_pb2.SCOPE_ADMIN]
+    assert reply.key.site_id == ""
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=ADMIN, site_id=str(uuid.uuid4()))),
+        grpc.StatusCode.NOT_FOUND,
+    )
+
+
+async def test_create_key_for_unknown_site_is_not_found(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    await expect_error(
+        auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(site_id=str(uuid.uuid4())), metadata=ADMIN_MD),
+        grpc.StatusCode.NOT_FOUND,
+    )

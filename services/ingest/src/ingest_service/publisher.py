@@ -1,0 +1,148 @@
+"""Group commit: events of concurrent requests share one JetStream message; callers wait for its PubAck."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+import structlog
+from analytics.v1 import bus_pb2
+from nats.js import JetStreamContext
+
+log = structlog.get_logger("analytics.ingest.publisher")
+
+
+class PublishError(Exception):
+    """JetStream did not acknowledge the message: the events are not stored."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    events: list[bus_pb2.EnrichedEvent]
+    size: int
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommitPublisher:
+    """Packs the events of concurrent callers into bus messages of bounded size and delay.
+
+    A caller's events always travel in one message, so a request is stored whole or not at all.
+    Several messages may await their PubAck at once (``max_in_flight``), so a slow acknowledgement
+    does not stop the next batch from forming.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subject: str,
+        *,
+        max_batch_bytes: int = 512 * 1024,
+        max_batch_events: int = 5000,
+        max_delay_s: float = 0.002,
+        ack_timeout_s: float = 5.0,
+        max_in_flight: int = 16,
+    ) -> None:
+        self._js = js
+        self._subject = subject
+        self._max_bytes = max_batch_bytes
+        self._max_events = max_batch_events
+        self._max_delay_s = max_delay_s
+        self._ack_timeout_s = ack_timeout_s
+        self._queue: list[_Pending] = []
+        self._queued_bytes = 0
+        self._queued_events = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._publishes: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._flusher = asyncio.create_task(self._run(), name="group-commit")
+        self.messages_published = 0
+
+    async def publish(self, events: list[bus_pb2.EnrichedEvent]) -> None:
+        """Returns once JetStream has durably stored ``events``; raises PublishError otherwise."""
+        if self._closed:
+            raise PublishError("ingest is shutting down")
+        size = sum(event.ByteSize() + 4 for event in events)
+        pending = _Pending(events, size)
+        self._queue.append(pending)
+        self._queued_bytes += size
+        self._queued_events += len(events)
+        self._wakeup.set()
+        if self._queued_bytes >= self._max_bytes or self._queued_events >= self._max_events:
+            self._full.set()
+        await asyncio.shield(pending.done)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Wait a moment for concurrent callers to join, unless the batch is already full.
+            if self._max_delay_s > 0 and not self._full.is_set() and not self._closed:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self._max_delay_s)
+                except TimeoutError:
+                    pass
+            group = self._take()
+            await self._slots.acquire()
+            task = asyncio.create_task(self._publish(group))
+            self._publishes.add(task)
+            task.add_done_callback(self._publishes.discard)
+
+    def _take(self) -> list[_Pending]:
+        group: list[_Pending] = []
+        size = events = 0
+        while self._queue:
+            nxt = self._queue[0]
+            if group and (size + nxt.size > self._max_bytes or events + len(nxt.events) > self._max_events):
+                break
+            group.append(self._queue.pop(0))
+            size += nxt.size
+            events += len(nxt.events)
+        self._queued_bytes -= size
+        self._queued_events -= events
+        if self._queued_bytes < self._max_bytes and self._queued_events < self._max_events:
+            self._full.clear()
+        return group
+
+    async def _publish(self, group: list[_Pending]) -> None:
+        try:
+            batch_id = uuid.uuid4().hex
+            batch = bus_pb2.EventBatch(batch_id=batch_id, events=[e for p in group for e in p.events])
+            try:
+                await self._js.publish(
+                    self._subject,
+                    batch.SerializeToString(),
+                    timeout=self._ack_timeout_s,
+                    headers={"Nats-Msg-Id": batch_id},
+                )
+            except Exception as error:
+                log.warning(
+                    "publish failed", error=str(error) or type(error).__name__, events=len(batch.events)
+                )
+                failure = PublishError("event queue unavailable, retry later")
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_exception(failure)
+                        pending.done.exception()  # the caller re-raises it; avoid "never retrieved"
+                return
+            self.messages_published += 1
+            for pending in group:
+                if not pending.done.done():
+                    pending.done.set_result(None)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        """Publishes everything already queued, then stops."""
+        self._closed = True
+        self._wakeup.set()
+        self._full.set()
+        await self._flusher
+        if self._publishes:
+            await asyncio.gather(*self._publishes, return_exceptions=True)

@@ -1,0 +1,46 @@
+"""Runs the ingest service until SIGTERM, then drains in-flight requests and the publisher."""
+
+from __future__ import annotations
+
+import contextlib
+
+from analytics.v1 import ingest_pb2_grpc
+from analytics_bus import connect, ensure_stream
+from analytics_grpc import GrpcServer
+from analytics_grpc.auth_client import AuthClient
+
+from ingest_service.publisher import GroupCommitPublisher
+from ingest_service.servicer import IngestServicer
+from ingest_service.settings import Settings
+
+
+async def serve(settings: Settings) -> None:
+    nc = await connect(settings.nats_url, "ingest")
+    js = nc.jetstream()
+    await ensure_stream(js, settings.bus)
+    publisher = GroupCommitPublisher(
+        js,
+        settings.bus.subject,
+        max_batch_bytes=settings.group_commit_max_bytes,
+        max_delay_s=settings.group_commit_max_delay_s,
+        ack_timeout_s=settings.publish_timeout_s,
+    )
+    auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
+    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=True)
+    server.add(
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server,
+        IngestServicer(auth, publisher, settings.limits, lambda: nc.is_connected),
+        "analytics.v1.IngestService",
+    )
+    server.install_signal_handlers()
+    try:
+        await server.start()
+        await server.set_serving()
+        await server.wait_for_shutdown_signal()
+        # In-flight requests finish (their events get their PubAck) before the connection drains.
+        await server.stop()
+        await publisher.close()
+    finally:
+        await auth.close()
+        with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
+            await nc.drain()

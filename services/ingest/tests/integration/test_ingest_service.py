@@ -1,0 +1,223 @@
+"""Ingest through a real gRPC server, a real auth service and real NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import nats
+import pytest
+from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics_bus import BusConfig, ensure_stream
+from analytics_db import create_pool, migrate, open_pool
+from analytics_grpc import GrpcServer
+from analytics_grpc.auth_client import AuthClient
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from nats.js import JetStreamContext
+
+from auth_service.servicer import AuthServicer
+from auth_service.store import AuthStore
+from ingest_service.publisher import GroupCommitPublisher, PublishError
+from ingest_service.servicer import IngestServicer
+from ingest_service.validation import Limits
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "test-admin-token-0123456789abcdef"
+
+
+@dataclass
+class Harness:
+    ingest: ingest_pb2_grpc.IngestServiceStub
+    auth: auth_pb2_grpc.AuthServiceStub
+    js: JetStreamContext
+    bus: BusConfig
+    publisher: GroupCommitPublisher
+
+    async def stored_messages(self) -> int:
+        info = await self.js.stream_info(self.bus.stream)
+        return int(info.state.messages)
+
+    async def stored_events(self) -> list[bus_pb2.EnrichedEvent]:
+        events: list[bus_pb2.EnrichedEvent] = []
+        info = await self.js.stream_info(self.bus.stream)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            message = await self.js.get_msg(self.bus.stream, seq)
+            events.extend(bus_pb2.EventBatch.FromString(message.data or b"").events)
+        return events
+
+    async def new_site(self) -> auth_pb2.CreateSiteResponse:
+        return await self.auth.CreateSite(
+            auth_pb2.CreateSiteRequest(name="site"), metadata=(("authorization", f"Bearer {ADMIN}"),)
+        )
+
+
+@pytest.fixture
+async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
+    await migrate(database_url, "auth", "auth_service.migrations")
+    pool = create_pool(database_url, name="auth-test", max_size=4)
+    await open_pool(pool)
+    auth_server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
+    auth_server.add(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(AuthStore(pool), ADMIN), "analytics.v1.AuthService"
+    )
+    auth_port = await auth_server.start()
+
+    suffix = uuid.uuid4().hex[:8]
+    bus = BusConfig(stream=f"INGEST_{suffix}", subject=f"ingest.{suffix}")
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, bus)
+    publisher = GroupCommitPublisher(js, bus.subject, max_delay_s=0.005, ack_timeout_s=2)
+    auth_client = AuthClient(f"127.0.0.1:{auth_port}", ttl_s=0)
+    ingest_server = GrpcServer("ingest", "127.0.0.1:0", grace_s=1)
+    ingest_server.add(
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server,
+        IngestServicer(auth_client, publisher, Limits(), lambda: nc.is_connected),
+        "analytics.v1.IngestService",
+    )
+    ingest_port = await ingest_server.start()
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{ingest_port}") as ingest_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{auth_port}") as auth_channel,
+    ):
+        yield Harness(
+            ingest_pb2_grpc.IngestServiceStub(ingest_channel),
+            auth_pb2_grpc.AuthServiceStub(auth_channel),
+            js,
+            bus,
+            publisher,
+        )
+    await ingest_server.stop()
+    await publisher.close()
+    await auth_client.close()
+    await nc.close()
+    await auth_server.stop()
+    await pool.close()
+
+
+def pageview(site_id: str, path: str = "/", **extra: object) -> events_pb2.Event:
+    return events_pb2.Event(site_id=site_id, event_type="pageview", path=path, **extra)  # type: ignore[arg-type]
+
+
+async def rejected(call: object, code: grpc.StatusCode) -> dict[str, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == code, caught.value.details()
+    status = rpc_status.from_call(caught.value)
+    fields: dict[str, str] = {}
+    for detail in status.details if status else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields.update({v.field: v.description for v in bad.field_violations})
+    return fields
+
+
+async def test_track_and_batch_are_queued_with_enrichment(harness: Harness) -> None:
+    site = await harness.new_site()
+    key = (("x-api-key", site.api_key),)
+    one = await harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, "/a", user_id="u1")), metadata=key)
+    batch = await harness.ingest.TrackBatch(
+        ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id, f"/b{i}") for i in range(3)]),
+        metadata=(("authorization", f"Bearer {site.api_key}"),),
+    )
+    assert batch.accepted == 3 and len(batch.event_ids) == 3
+    events = await harness.stored_events()
+    assert [e.path for e in events] == ["/a", "/b0", "/b1", "/b2"]
+    assert str(uuid.UUID(bytes=events[0].event_id)) == one.event_id
+    assert [str(uuid.UUID(bytes=e.event_id)) for e in events[1:]] == list(batch.event_ids)
+    assert all(uuid.UUID(bytes=e.site_id) == uuid.UUID(site.site_id) for e in events)
+
+
+async def test_concurrent_requests_share_bus_messages(harness: Harness) -> None:
+    site = await harness.new_site()
+    key = (("x-api-key", site.api_key),)
+    await asyncio.gather(
+        *(harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, f"/{i}")), metadata=key) for i in range(200))
+    )
+    events = await harness.stored_events()
+    assert sorted(e.path for e in events) == sorted(f"/{i}" for i in range(200))
+    assert await harness.stored_messages() < 100
+
+
+async def test_bad_requests_are_refused_and_nothing_is_queued(harness: Harness) -> None:
+    site = await harness.new_site()
+    other = await harness.new_site()
+    key = (("x-api-key", site.api_key),)
+    stub = harness.ingest
+
+    await rejected(stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id))), grpc.StatusCode.UNAUTHENTICATED)
+    await rejected(
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id)), metadata=(("x-api-key", "ak_bogus_" + "x" * 40),)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    await rejected(
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(other.site_id)), metadata=key), grpc.StatusCode.PERMISSION_DENIED
+    )
+    await rejected(
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(str(uuid.uuid4()))), metadata=key), grpc.StatusCode.NOT_FOUND
+    )
+    fields = await rejected(
+        stub.Track(ingest_pb2.TrackRequest(event=events_pb2.Event(site_id=site.site_id)), metadata=key),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert set(fields) == {"event.event_type", "event.path"}
+    fields = await rejected(
+        stub.TrackBatch(ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id)] * 1001), metadata=key),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert fields == {"events": "must contain at most 1000 events"}
+    fields = await rejected(stub.TrackBatch(ingest_pb2.TrackBatchRequest(), metadata=key), grpc.StatusCode.INVALID_ARGUMENT)
+    assert fields == {"events": "must contain at least one event"}
+    # One bad event rejects the whole batch: nothing of it is queued.
+    fields = await rejected(
+        stub.TrackBatch(
+            ingest_pb2.TrackBatchRequest(
+                events=[pageview(site.site_id, "/ok"), pageview(site.site_id, "/ok", timestamp="2999-01-01T00:00:00Z")]
+            ),
+            metadata=key,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(fields) == ["events[1].timestamp"]
+    # A batch mixing the key's site with another site is refused whole.
+    await rejected(
+        stub.TrackBatch(
+            ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id), pageview(other.site_id)]), metadata=key
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert await harness.stored_messages() == 0
+    # ...and the service keeps serving.
+    await stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id)), metadata=key)
+    assert await harness.stored_messages() == 1
+
+
+async def test_health_reports_ok(harness: Harness) -> None:
+    reply = await harness.ingest.GetHealth(ingest_pb2.GetHealthRequest())
+    assert reply.status == "ok"
+
+
+async def test_publish_fails_when_nats_is_gone(nats_factory: object) -> None:
+    server = nats_factory()  # type: ignore[operator]
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    bus = BusConfig(stream="DOWN", subject="down.events")
+    await ensure_stream(js, bus)
+    publisher = GroupCommitPublisher(js, bus.subject, ack_timeout_s=0.5)
+    event = bus_pb2.EnrichedEvent(event_id=uuid.uuid4().bytes, site_id=uuid.uuid4().bytes, path="/")
+    await publisher.publish([event])
+    server.stop()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(PublishError):
+        await publisher.publish([event])
+    assert loop.time() - started < 5
+    await publisher.close()
+    with contextlib.suppress(OSError):  # closing a client whose server is gone may fail; that's fine
+        await nc.close()

@@ -1,0 +1,37 @@
+"""Query settings, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from analytics_config import Env
+
+GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
+DATABASE_URL = "ANALYTICS_DATABASE_URL"
+AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
+AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
+STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
+LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_listen: str
+    database_url: str
+    auth_addr: str
+    auth_cache_ttl_s: float
+    statement_timeout_ms: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(environ)
+        return cls(
+            grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
+            database_url=env.str(DATABASE_URL),
+            auth_addr=env.address(AUTH_ADDR, "auth:50051"),
+            auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
+            statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
+            log_level=env.str(LOG_LEVEL, "INFO"),
+        )
