@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from typing import TypeVar
@@ -25,13 +26,13 @@ class Env:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
 
-    def _raw(self, name: str) -> str | None:
+    def _raw(self, name: builtins.str) -> builtins.str | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self._raw(name)
         if value is not None:
             return value
@@ -39,10 +40,17 @@ class Env:
             raise SettingsError(f"{name} is required but not set")
         return default
 
-    def optional_str(self, name: str) -> str | None:
+    def optional_str(self, name: builtins.str) -> builtins.str | None:
         return self._raw(name)
 
-    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -53,8 +61,13 @@ class Env:
         return self._bounded(name, value, minimum, maximum)
 
     def float(
-        self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
-    ) -> float:
+        self,
+        name: builtins.str,
+        default: builtins.float,
+        *,
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -64,7 +77,7 @@ class Env:
             raise SettingsError(f"{name}={raw!r} is not a number") from None
         return self._bounded(name, value, minimum, maximum)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -74,19 +87,21 @@ class Env:
             return False
         raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
 
-    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def list(self, name: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
         raw = self._raw(name)
         if raw is None:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(
+        self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]
+    ) -> builtins.str:
         value = self.str(name, default)
         if value not in choices:
             raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def address(self, name: str, default: str) -> str:
+    def address(self, name: builtins.str, default: builtins.str) -> builtins.str:
         """A host:port pair."""
         value = self.str(name, default)
         host, sep, port = value.rpartition(":")
@@ -95,7 +110,7 @@ class Env:
         return value
 
     @staticmethod
-    def _bounded(name: str, value: _N, minimum: _N | None, maximum: _N | None) -> _N:
+    def _bounded(name: builtins.str, value: _N, minimum: _N | None, maximum: _N | None) -> _N:
         if minimum is not None and value < minimum:
             raise SettingsError(f"{name}={value} is below the minimum {minimum}")
         if maximum is not None and value > maximum:

@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 import structlog
@@ -64,7 +65,7 @@ async def migrate(url: str, schema: str, package: str) -> int:
                 ).format(table)
             )
             cursor = await conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(table))
-            applied = dict(await cursor.fetchall())
+            applied: dict[int, str] = {int(v): str(c) for v, c in await cursor.fetchall()}
             for migration in migrations:
                 if migration.version in applied:
                     if applied[migration.version] != migration.checksum:
@@ -90,16 +91,16 @@ async def migrate(url: str, schema: str, package: str) -> int:
     return len(migrations)
 
 
-async def applied_version(conn: psycopg.AsyncConnection[object], schema: str) -> int:
+async def applied_version(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
     """Highest applied migration of ``schema``, 0 when it has none yet."""
-    cursor = await conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",)
-    )
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",))
     row = await cursor.fetchone()
     if not row or not row[0]:
         return 0
     cursor = await conn.execute(
-        sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(sql.Identifier(schema, "schema_migrations"))
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
+            sql.Identifier(schema, "schema_migrations")
+        )
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0

@@ -48,13 +48,19 @@ async def test_applies_in_order_once(tmp_path: Path, database_url: str) -> None:
     assert await migrate(database_url, "demo", package) == 2
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM demo.t").fetchone() == (1,)
-        versions = conn.execute("SELECT version, name FROM demo.schema_migrations ORDER BY version").fetchall()
+        versions = conn.execute(
+            "SELECT version, name FROM demo.schema_migrations ORDER BY version"
+        ).fetchall()
     assert versions == [(1, "create"), (2, "fill")]
 
 
 async def test_concurrent_runners_apply_each_migration_once(tmp_path: Path, database_url: str) -> None:
     package = make_package(
-        tmp_path, {"0001_create.sql": "CREATE TABLE race.t (v int);", "0002_fill.sql": "INSERT INTO race.t VALUES (1);"}
+        tmp_path,
+        {
+            "0001_create.sql": "CREATE TABLE race.t (v int);",
+            "0002_fill.sql": "INSERT INTO race.t VALUES (1);",
+        },
     )
     await asyncio.gather(*(migrate(database_url, "race", package) for _ in range(4)))
     with psycopg.connect(database_url) as conn:
@@ -71,7 +77,11 @@ async def test_changed_migration_is_refused(tmp_path: Path, database_url: str) -
 
 async def test_failed_migration_leaves_nothing_behind(tmp_path: Path, database_url: str) -> None:
     package = make_package(
-        tmp_path, {"0001_ok.sql": "CREATE TABLE broken.a (v int);", "0002_bad.sql": "CREATE TABLE broken.b (v int); SELEC 1;"}
+        tmp_path,
+        {
+            "0001_ok.sql": "CREATE TABLE broken.a (v int);",
+            "0002_bad.sql": "CREATE TABLE broken.b (v int); SELEC 1;",
+        },
     )
     with pytest.raises(psycopg.errors.SyntaxError):
         await migrate(database_url, "broken", package)

@@ -9,8 +9,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
-from analytics.v1 import auth_pb2, auth_pb2_grpc
 
+from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_grpc.errors import ServiceError, unauthenticated
 
 # Errors that describe the key itself: worth caching briefly so a flood of bad requests does not
@@ -60,12 +60,14 @@ class AuthClient:
         max_entries: int = 10_000,
     ) -> None:
         self._channel = grpc.aio.insecure_channel(address)
-        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._timeout_s = timeout_s
         self._max_entries = max_entries
-        self._cache: OrderedDict[tuple[bytes, str], tuple[float, Principal | tuple[grpc.StatusCode, str]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[bytes, str], tuple[float, Principal | tuple[grpc.StatusCode, str]]] = (
+            OrderedDict()
+        )
         self._inflight: dict[tuple[bytes, str], asyncio.Future[Principal]] = {}
 
     async def authenticate(self, api_key: str | None, site_id: str) -> Principal:
@@ -131,4 +133,4 @@ class AuthClient:
         await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)

@@ -76,7 +76,7 @@ class ServiceError(Exception):
 
 
 @dataclass(frozen=True)
-class _Status(grpc.Status):
+class _Status(grpc.Status):  # type: ignore[misc]
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
@@ -85,7 +85,9 @@ class _Status(grpc.Status):
 _CODE_NUMBERS: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.StatusCode}
 
 
-def unauthenticated(message: str = "missing API key: send x-api-key or Authorization: Bearer") -> ServiceError:
+def unauthenticated(
+    message: str = "missing API key: send x-api-key or Authorization: Bearer",
+) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAUTHENTICATED, message)
 
 

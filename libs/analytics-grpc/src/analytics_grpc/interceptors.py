@@ -11,13 +11,14 @@ import grpc
 import structlog
 
 from analytics_grpc.errors import ServiceError
+from analytics_grpc.metadata import Context
 
 log = structlog.get_logger("analytics.rpc")
 
 Handler = Callable[..., Any]
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Binds a request id, logs every RPC once, and turns ServiceError into its status.
 
     Unexpected exceptions become INTERNAL with a generic message: the traceback goes to the log,
@@ -26,9 +27,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -56,7 +57,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def _request_id(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
             return value
@@ -64,7 +65,7 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 def _wrap_unary(behaviour: Handler, method: str) -> Handler:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def wrapper(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
         code = grpc.StatusCode.OK
@@ -74,7 +75,7 @@ def _wrap_unary(behaviour: Handler, method: str) -> Handler:
             code = error.code
             await context.abort_with_status(error.to_status())
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -88,7 +89,7 @@ def _wrap_unary(behaviour: Handler, method: str) -> Handler:
 
 
 def _wrap_stream(behaviour: Handler, method: str) -> Handler:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
         code = grpc.StatusCode.OK
@@ -99,7 +100,7 @@ def _wrap_stream(behaviour: Handler, method: str) -> Handler:
             code = error.code
             await context.abort_with_status(error.to_status())
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -119,5 +120,10 @@ def _log_rpc(code: grpc.StatusCode, started: float) -> None:
 
 
 _SERVER_FAULTS = frozenset(
-    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED}
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
 )

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
-import grpc
+# grpc ships no type information; this alias documents what a servicer method receives.
+Context: TypeAlias = Any
 
 
-def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+def metadata_value(context: Context, key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key and isinstance(value, str):
             return value
     return None
 
 
-def credential(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def credential(context: Context) -> str | None:
     """The API key from ``x-api-key`` or ``authorization: Bearer …``, whichever is present."""
     key = metadata_value(context, "x-api-key")
     if key:

@@ -59,7 +59,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, service:
     if service:
         shared.insert(0, _add_service(service))
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[

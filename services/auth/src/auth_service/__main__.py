@@ -3,7 +3,6 @@
 import asyncio
 
 from analytics_observability import configure_logging
-
 from auth_service.server import serve
 from auth_service.settings import Settings
 

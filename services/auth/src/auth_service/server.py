@@ -5,7 +5,6 @@ from __future__ import annotations
 from analytics.v1 import auth_pb2_grpc
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
-
 from auth_service.servicer import AuthServicer
 from auth_service.settings import Settings
 from auth_service.store import AuthStore

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-import grpc
 import structlog
-from analytics.v1 import auth_pb2, auth_pb2_grpc
-from analytics_grpc.errors import ServiceError, not_found, permission_denied, unauthenticated
-from analytics_grpc.metadata import credential
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from analytics.v1 import auth_pb2, auth_pb2_grpc
+from analytics_grpc.errors import ServiceError, not_found, permission_denied, unauthenticated
+from analytics_grpc.metadata import Context, credential
 from auth_service import keys
 from auth_service.store import AuthStore, KeyRow
 
 log = structlog.get_logger("analytics.auth")
 
-DEFAULT_SCOPES = [auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ]
+DEFAULT_SCOPES: list[int] = [auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ]
 ADMIN_KEY_ID = "admin"
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def parse_site_id(value: str, field: str = "site_id") -> uuid.UUID:
@@ -45,7 +41,7 @@ def key_message(row: KeyRow) -> auth_pb2.ApiKey:
     return auth_pb2.ApiKey(
         key_id=row.key_id,
         site_id=str(row.site_id),
-        scopes=row.scopes,
+        scopes=[auth_pb2.Scope.Name(s) for s in row.scopes],
         create_time=_timestamp(row.created_at),
         revoke_time=_timestamp(row.revoked_at),
     )
@@ -65,7 +61,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 raise permission_denied("this operation needs the admin token, not a site API key")
             raise unauthenticated("invalid admin token")
 
-    async def CreateSite(self, request: auth_pb2.CreateSiteRequest, context: Context) -> auth_pb2.CreateSiteResponse:
+    async def CreateSite(
+        self, request: auth_pb2.CreateSiteRequest, context: Context
+    ) -> auth_pb2.CreateSiteResponse:
         self._require_admin(context)
         name = request.name.strip()
         if not name:
@@ -78,7 +76,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.CreateSiteResponse(
             site_id=str(site.site_id),
             api_key=api_key,
-            site=auth_pb2.Site(site_id=str(site.site_id), name=site.name, create_time=_timestamp(site.created_at)),
+            site=auth_pb2.Site(
+                site_id=str(site.site_id), name=site.name, create_time=_timestamp(site.created_at)
+            ),
             key=key_message(key),
         )
 
@@ -87,10 +87,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.CreateApiKeyResponse:
         self._require_admin(context)
         site_id = parse_site_id(request.site_id)
-        scopes = sorted(set(request.scopes)) or DEFAULT_SCOPES
+        scopes: list[int] = sorted(set(request.scopes)) or DEFAULT_SCOPES
         for index, scope in enumerate(request.scopes):
             if scope == auth_pb2.SCOPE_UNSPECIFIED or scope not in auth_pb2.Scope.values():
-                raise ServiceError.field(f"scopes[{index}]", "must be SCOPE_INGEST, SCOPE_READ or SCOPE_ADMIN")
+                raise ServiceError.field(
+                    f"scopes[{index}]", "must be SCOPE_INGEST, SCOPE_READ or SCOPE_ADMIN"
+                )
         key_id, api_key = keys.new_key()
         row = await self._store.create_key(site_id, key_id, keys.digest(api_key), scopes)
         if row is None:
@@ -122,7 +124,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             return auth_pb2.AuthenticateResponse(
                 key=auth_pb2.ApiKey(key_id=ADMIN_KEY_ID, scopes=[auth_pb2.SCOPE_ADMIN])
             )
-        row = await self._store.key_by_hash(keys.digest(request.api_key)) if keys.looks_like_key(request.api_key) else None
+        row = (
+            await self._store.key_by_hash(keys.digest(request.api_key))
+            if keys.looks_like_key(request.api_key)
+            else None
+        )
         if row is None or row.revoked_at is not None:
             raise unauthenticated("api key is invalid or revoked")
         if site_id is not None and row.site_id != site_id:

@@ -29,7 +29,9 @@ class AuthStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def create_site(self, name: str, key_id: str, secret_hash: bytes, scopes: list[int]) -> tuple[SiteRow, KeyRow]:
+    async def create_site(
+        self, name: str, key_id: str, secret_hash: bytes, scopes: list[int]
+    ) -> tuple[SiteRow, KeyRow]:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO auth.sites (site_id, name) VALUES (%s, %s) RETURNING site_id, name, created_at",
@@ -39,7 +41,9 @@ class AuthStore:
             key = await self._insert_key(conn, site.site_id, key_id, secret_hash, scopes)
         return site, key
 
-    async def create_key(self, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]) -> KeyRow | None:
+    async def create_key(
+        self, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]
+    ) -> KeyRow | None:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT 1 FROM auth.sites WHERE site_id = %s", (site_id,))
             if await cur.fetchone() is None:
@@ -47,7 +51,9 @@ class AuthStore:
             return await self._insert_key(conn, site_id, key_id, secret_hash, scopes)
 
     @staticmethod
-    async def _insert_key(conn: object, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]) -> KeyRow:
+    async def _insert_key(
+        conn: object, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]
+    ) -> KeyRow:
         cur = await conn.execute(  # type: ignore[attr-defined]
             "INSERT INTO auth.api_keys (key_id, site_id, secret_hash, scopes) VALUES (%s, %s, %s, %s) "
             "RETURNING key_id, site_id, scopes, created_at, revoked_at",
@@ -68,7 +74,8 @@ class AuthStore:
     async def key_by_hash(self, secret_hash: bytes) -> KeyRow | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT key_id, site_id, scopes, created_at, revoked_at FROM auth.api_keys WHERE secret_hash = %s",
+                "SELECT key_id, site_id, scopes, created_at, revoked_at FROM auth.api_keys "
+                "WHERE secret_hash = %s",
                 (secret_hash,),
             )
             row = await cur.fetchone()

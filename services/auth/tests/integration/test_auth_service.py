@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import grpc
 import psycopg
 import pytest
-from analytics.v1 import auth_pb2, auth_pb2_grpc
-from analytics_db import create_pool, migrate, open_pool
-from analytics_grpc import GrpcServer
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from analytics.v1 import auth_pb2, auth_pb2_grpc
+from analytics_db import create_pool, migrate, open_pool
+from analytics_grpc import GrpcServer
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 
@@ -30,7 +30,11 @@ async def auth(database_url: str) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub
     pool = create_pool(database_url, name="auth-test", max_size=4)
     await open_pool(pool)
     server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
-    server.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(AuthStore(pool), ADMIN), "analytics.v1.AuthService")
+    server.add(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        AuthServicer(AuthStore(pool), ADMIN),
+        "analytics.v1.AuthService",
+    )
     port = await server.start()
     await server.set_serving()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -67,14 +71,18 @@ async def test_create_site_returns_a_working_key_stored_only_as_a_hash(
     assert set(created.key.scopes) == {auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ}
 
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT key_id, secret_hash, row_to_json(k)::text FROM auth.api_keys k").fetchall()
+        rows = conn.execute(
+            "SELECT key_id, secret_hash, row_to_json(k)::text FROM auth.api_keys k"
+        ).fetchall()
     assert len(rows) == 1
     key_id, secret_hash, as_text = rows[0]
     assert key_id == created.key.key_id
     assert bytes(secret_hash) == hashlib.sha256(created.api_key.encode()).digest()
     assert created.api_key.split("_", 2)[2] not in as_text
 
-    reply = await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=created.api_key, site_id=created.site_id))
+    reply = await auth.Authenticate(
+        auth_pb2.AuthenticateRequest(api_key=created.api_key, site_id=created.site_id)
+    )
     assert reply.key.site_id == created.site_id
     assert reply.key.key_id == created.key.key_id
 
@@ -83,25 +91,30 @@ async def test_admin_operations_need_the_admin_token(auth: auth_pb2_grpc.AuthSer
     request = auth_pb2.CreateSiteRequest(name="x")
     await expect_error(auth.CreateSite(request), grpc.StatusCode.UNAUTHENTICATED)
     await expect_error(
-        auth.CreateSite(request, metadata=(("authorization", "Bearer wrong"),)), grpc.StatusCode.UNAUTHENTICATED
+        auth.CreateSite(request, metadata=(("authorization", "Bearer wrong"),)),
+        grpc.StatusCode.UNAUTHENTICATED,
     )
     site = await auth.CreateSite(request, metadata=ADMIN_MD)
     await expect_error(
         auth.CreateSite(request, metadata=(("x-api-key", site.api_key),)), grpc.StatusCode.PERMISSION_DENIED
     )
     await expect_error(
-        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id=site.key.key_id), metadata=(("x-api-key", site.api_key),)),
+        auth.RevokeApiKey(
+            auth_pb2.RevokeApiKeyRequest(key_id=site.key.key_id), metadata=(("x-api-key", site.api_key),)
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
     )
 
 
 async def test_site_name_is_validated(auth: auth_pb2_grpc.AuthServiceStub) -> None:
     error = await expect_error(
-        auth.CreateSite(auth_pb2.CreateSiteRequest(name="   "), metadata=ADMIN_MD), grpc.StatusCode.INVALID_ARGUMENT
+        auth.CreateSite(auth_pb2.CreateSiteRequest(name="   "), metadata=ADMIN_MD),
+        grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert violations(error) == {"name": "is required"}
     error = await expect_error(
-        auth.CreateSite(auth_pb2.CreateSiteRequest(name="n" * 201), metadata=ADMIN_MD), grpc.StatusCode.INVALID_ARGUMENT
+        auth.CreateSite(auth_pb2.CreateSiteRequest(name="n" * 201), metadata=ADMIN_MD),
+        grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "name" in violations(error)
 
@@ -131,11 +144,16 @@ async def test_unknown_and_revoked_keys_are_unauthenticated(auth: auth_pb2_grpc.
     )
     assert list(extra.key.scopes) == [auth_pb2.SCOPE_READ]
     await expect_error(
-        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="ak_unknown_" + "x" * 40)), grpc.StatusCode.UNAUTHENTICATED
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="ak_unknown_" + "x" * 40)),
+        grpc.StatusCode.UNAUTHENTICATED,
     )
-    await expect_error(auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="")), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_error(
+        auth.Authenticate(auth_pb2.AuthenticateRequest(api_key="")), grpc.StatusCode.UNAUTHENTICATED
+    )
 
-    revoked = await auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id=extra.key.key_id), metadata=ADMIN_MD)
+    revoked = await auth.RevokeApiKey(
+        auth_pb2.RevokeApiKeyRequest(key_id=extra.key.key_id), metadata=ADMIN_MD
+    )
     assert revoked.key.HasField("revoke_time")
     await expect_error(
         auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=extra.api_key, site_id=site.site_id)),
@@ -144,7 +162,8 @@ async def test_unknown_and_revoked_keys_are_unauthenticated(auth: auth_pb2_grpc.
     # The site's first key is untouched by revoking the other one.
     await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=site.api_key, site_id=site.site_id))
     await expect_error(
-        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id="missing"), metadata=ADMIN_MD), grpc.StatusCode.NOT_FOUND
+        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id="missing"), metadata=ADMIN_MD),
+        grpc.StatusCode.NOT_FOUND,
     )
 
 

@@ -3,7 +3,6 @@
 import asyncio
 
 from analytics_observability import configure_logging
-
 from ingest_service.server import serve
 from ingest_service.settings import Settings
 

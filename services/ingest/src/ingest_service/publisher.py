@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
 import structlog
-from analytics.v1 import bus_pb2
 from nats.js import JetStreamContext
+
+from analytics.v1 import bus_pb2
 
 log = structlog.get_logger("analytics.ingest.publisher")
 
@@ -84,10 +86,8 @@ class GroupCommitPublisher:
                 continue
             # Wait a moment for concurrent callers to join, unless the batch is already full.
             if self._max_delay_s > 0 and not self._full.is_set() and not self._closed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._max_delay_s)
-                except TimeoutError:
-                    pass
             group = self._take()
             await self._slots.acquire()
             task = asyncio.create_task(self._publish(group))

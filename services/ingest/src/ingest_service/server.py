@@ -8,7 +8,6 @@ from analytics.v1 import ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings

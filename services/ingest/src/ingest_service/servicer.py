@@ -5,19 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-import grpc
 from analytics.v1 import auth_pb2, bus_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated, unavailable
-from analytics_grpc.metadata import credential
-
+from analytics_grpc.metadata import Context, credential
 from ingest_service.publisher import GroupCommitPublisher, PublishError
 from ingest_service.settings import MAX_BATCH_EVENTS
 from ingest_service.validation import Limits, validate_event
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -49,7 +44,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             accepted=len(events), event_ids=[str(uuid.UUID(bytes=e.event_id)) for e in events]
         )
 
-    async def GetHealth(self, request: ingest_pb2.GetHealthRequest, context: Context) -> ingest_pb2.GetHealthResponse:
+    async def GetHealth(
+        self, request: ingest_pb2.GetHealthRequest, context: Context
+    ) -> ingest_pb2.GetHealthResponse:
         if not self._is_healthy():
             raise unavailable("event queue unreachable")
         return ingest_pb2.GetHealthResponse(status="ok")

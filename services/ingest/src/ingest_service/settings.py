@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from analytics_bus import BusConfig
 from analytics_config import Env
-
 from ingest_service.validation import Limits
 
 GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
@@ -46,7 +45,9 @@ class Settings:
             auth_addr=env.address(AUTH_ADDR, "auth:50051"),
             auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
             publish_timeout_s=env.float(PUBLISH_TIMEOUT_S, 5.0, minimum=0.1, maximum=60),
-            group_commit_max_bytes=env.int(BATCH_MAX_BYTES, 512 * 1024, minimum=16 * 1024, maximum=8 * 1024 * 1024),
+            group_commit_max_bytes=env.int(
+                BATCH_MAX_BYTES, 512 * 1024, minimum=16 * 1024, maximum=8 * 1024 * 1024
+            ),
             group_commit_max_delay_s=env.float(BATCH_MAX_DELAY_MS, 2.0, minimum=0, maximum=1000) / 1000,
             limits=Limits(max_future_skew=timedelta(seconds=env.float(MAX_FUTURE_SKEW_S, 300, minimum=0))),
             bus=BusConfig(),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from analytics.v1 import bus_pb2, events_pb2
 from analytics_grpc.errors import FieldViolation
@@ -81,84 +82,20 @@ def validate_event(
 ) -> tuple[bus_pb2.EnrichedEvent | None, list[FieldViolation]]:
     """Checks every field (reporting all problems at once) and builds the enriched event."""
     check = _Checker(prefix)
-
-    site_uuid: uuid.UUID | None = None
-    if not event.site_id:
-        check.bad("site_id", "is required")
-    else:
-        try:
-            site_uuid = uuid.UUID(event.site_id)
-        except ValueError:
-            check.bad("site_id", "must be a UUID")
-
-    event_type = event.event_type.strip()
-    kind = bus_pb2.EVENT_KIND_CUSTOM
-    if not event_type:
-        check.bad("event_type", "is required")
-    elif event_type.lower() in _PAGEVIEW_ALIASES:
-        kind, event_type = bus_pb2.EVENT_KIND_PAGEVIEW, PAGEVIEW
-    else:
-        check.text("event_type", event_type, limits.event_type)
-
-    url = event.url.strip()
-    parts = None
-    if url:
-        check.text("url", url, limits.url)
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            check.bad("url", "must be an absolute http(s) URL")
-            parts = None
-
-    path = event.path
-    if not path and parts is not None:
-        path = parts.path or "/"
-    if not path:
-        check.bad("path", "is required")
-    elif not path.startswith("/"):
-        check.bad("path", "must start with /")
-    else:
-        check.text("path", path, limits.path)
-
+    site_uuid = _uuid_field(check, "site_id", event.site_id, required=True)
+    event_uuid = _uuid_field(check, "event_id", event.event_id, required=False)
+    kind, name = _event_type(check, event.event_type, limits)
+    url, parts = _url(check, event.url, limits)
+    path = _path(check, event.path, parts, limits)
     check.text("referrer", event.referrer, limits.referrer)
     check.text("title", event.title, limits.title)
     check.text("user_id", event.user_id, limits.user_id)
     check.text("language", event.language, limits.language)
-    if event.screen_width > limits.screen:
-        check.bad("screen_width", f"must be at most {limits.screen}")
-    if event.screen_height > limits.screen:
-        check.bad("screen_height", f"must be at most {limits.screen}")
-
-    event_uuid = None
-    if event.event_id:
-        try:
-            event_uuid = uuid.UUID(event.event_id)
-        except ValueError:
-            check.bad("event_id", "must be a UUID")
-
-    occurred_at = received_at
-    if event.timestamp:
-        parsed = parse_timestamp(event.timestamp)
-        if parsed is None:
-            check.bad("timestamp", "must be an ISO-8601 date-time, e.g. 2024-05-01T12:30:00Z")
-        elif parsed > received_at + limits.max_future_skew:
-            check.bad("timestamp", f"lies more than {int(limits.max_future_skew.total_seconds())} s in the future")
-        elif parsed < _EARLIEST:
-            check.bad("timestamp", "must not be before 1970-01-01")
-        else:
-            occurred_at = parsed
-
-    if len(event.properties) > limits.properties:
-        check.bad("properties", f"must have at most {limits.properties} entries")
-    else:
-        for key, value in sorted(event.properties.items()):
-            if not key or len(key) > limits.property_key or _has_control(key):
-                check.bad(f"properties[{key!r}]", f"key must be 1 to {limits.property_key} printable characters")
-            elif len(value) > limits.property_value:
-                check.bad(f"properties[{key!r}]", f"value must be at most {limits.property_value} characters")
-
+    for field in ("screen_width", "screen_height"):
+        if getattr(event, field) > limits.screen:
+            check.bad(field, f"must be at most {limits.screen}")
+    occurred_at = _timestamp(check, event.timestamp, received_at, limits)
+    _properties(check, event.properties, limits)
     if check.violations or site_uuid is None:
         return None, check.violations
 
@@ -166,7 +103,7 @@ def validate_event(
         event_id=(event_uuid or uuid.uuid4()).bytes,
         site_id=site_uuid.bytes,
         kind=kind,
-        name=event_type,
+        name=name,
         path=path,
         url=url,
         title=event.title,
@@ -183,6 +120,83 @@ def validate_event(
     if parts is not None and parts.query:
         _utm(enriched, parts.query)
     return enriched, []
+
+
+def _uuid_field(check: _Checker, field: str, value: str, *, required: bool) -> uuid.UUID | None:
+    if not value:
+        if required:
+            check.bad(field, "is required")
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        check.bad(field, "must be a UUID")
+        return None
+
+
+def _event_type(check: _Checker, value: str, limits: Limits) -> tuple[bus_pb2.EventKind, str]:
+    name = value.strip()
+    if not name:
+        check.bad("event_type", "is required")
+    elif name.lower() in _PAGEVIEW_ALIASES:
+        return bus_pb2.EVENT_KIND_PAGEVIEW, PAGEVIEW
+    else:
+        check.text("event_type", name, limits.event_type)
+    return bus_pb2.EVENT_KIND_CUSTOM, name
+
+
+def _url(check: _Checker, value: str, limits: Limits) -> tuple[str, SplitResult | None]:
+    url = value.strip()
+    if not url:
+        return "", None
+    check.text("url", url, limits.url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        check.bad("url", "must be an absolute http(s) URL")
+        return url, None
+    return url, parts
+
+
+def _path(check: _Checker, value: str, parts: SplitResult | None, limits: Limits) -> str:
+    path = value or (parts.path or "/" if parts is not None else "")
+    if not path:
+        check.bad("path", "is required")
+    elif not path.startswith("/"):
+        check.bad("path", "must start with /")
+    else:
+        check.text("path", path, limits.path)
+    return path
+
+
+def _timestamp(check: _Checker, value: str, received_at: datetime, limits: Limits) -> datetime:
+    if not value:
+        return received_at
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        check.bad("timestamp", "must be an ISO-8601 date-time, e.g. 2024-05-01T12:30:00Z")
+    elif parsed > received_at + limits.max_future_skew:
+        check.bad(
+            "timestamp", f"lies more than {int(limits.max_future_skew.total_seconds())} s in the future"
+        )
+    elif parsed < _EARLIEST:
+        check.bad("timestamp", "must not be before 1970-01-01")
+    else:
+        return parsed
+    return received_at
+
+
+def _properties(check: _Checker, properties: Mapping[str, str], limits: Limits) -> None:
+    if len(properties) > limits.properties:
+        check.bad("properties", f"must have at most {limits.properties} entries")
+        return
+    for key, value in sorted(properties.items()):
+        if not key or len(key) > limits.property_key or _has_control(key):
+            check.bad(f"properties[{key!r}]", f"key must be 1 to {limits.property_key} printable characters")
+        elif len(value) > limits.property_value:
+            check.bad(f"properties[{key!r}]", f"value must be at most {limits.property_value} characters")
 
 
 def _utm(enriched: bus_pb2.EnrichedEvent, query: str) -> None:

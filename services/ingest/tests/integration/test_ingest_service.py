@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import grpc
 import nats
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from nats.js import JetStreamContext
+
 from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_bus import BusConfig, ensure_stream
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-from nats.js import JetStreamContext
-
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 from ingest_service.publisher import GroupCommitPublisher, PublishError
@@ -64,7 +64,9 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     await open_pool(pool)
     auth_server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
     auth_server.add(
-        auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(AuthStore(pool), ADMIN), "analytics.v1.AuthService"
+        auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        AuthServicer(AuthStore(pool), ADMIN),
+        "analytics.v1.AuthService",
     )
     auth_port = await auth_server.start()
 
@@ -121,7 +123,9 @@ async def rejected(call: object, code: grpc.StatusCode) -> dict[str, str]:
 async def test_track_and_batch_are_queued_with_enrichment(harness: Harness) -> None:
     site = await harness.new_site()
     key = (("x-api-key", site.api_key),)
-    one = await harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, "/a", user_id="u1")), metadata=key)
+    one = await harness.ingest.Track(
+        ingest_pb2.TrackRequest(event=pageview(site.site_id, "/a", user_id="u1")), metadata=key
+    )
     batch = await harness.ingest.TrackBatch(
         ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id, f"/b{i}") for i in range(3)]),
         metadata=(("authorization", f"Bearer {site.api_key}"),),
@@ -138,7 +142,10 @@ async def test_concurrent_requests_share_bus_messages(harness: Harness) -> None:
     site = await harness.new_site()
     key = (("x-api-key", site.api_key),)
     await asyncio.gather(
-        *(harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, f"/{i}")), metadata=key) for i in range(200))
+        *(
+            harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, f"/{i}")), metadata=key)
+            for i in range(200)
+        )
     )
     events = await harness.stored_events()
     assert sorted(e.path for e in events) == sorted(f"/{i}" for i in range(200))
@@ -151,16 +158,23 @@ async def test_bad_requests_are_refused_and_nothing_is_queued(harness: Harness) 
     key = (("x-api-key", site.api_key),)
     stub = harness.ingest
 
-    await rejected(stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id))), grpc.StatusCode.UNAUTHENTICATED)
     await rejected(
-        stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id)), metadata=(("x-api-key", "ak_bogus_" + "x" * 40),)),
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id))), grpc.StatusCode.UNAUTHENTICATED
+    )
+    await rejected(
+        stub.Track(
+            ingest_pb2.TrackRequest(event=pageview(site.site_id)),
+            metadata=(("x-api-key", "ak_bogus_" + "x" * 40),),
+        ),
         grpc.StatusCode.UNAUTHENTICATED,
     )
     await rejected(
-        stub.Track(ingest_pb2.TrackRequest(event=pageview(other.site_id)), metadata=key), grpc.StatusCode.PERMISSION_DENIED
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(other.site_id)), metadata=key),
+        grpc.StatusCode.PERMISSION_DENIED,
     )
     await rejected(
-        stub.Track(ingest_pb2.TrackRequest(event=pageview(str(uuid.uuid4()))), metadata=key), grpc.StatusCode.NOT_FOUND
+        stub.Track(ingest_pb2.TrackRequest(event=pageview(str(uuid.uuid4()))), metadata=key),
+        grpc.StatusCode.NOT_FOUND,
     )
     fields = await rejected(
         stub.Track(ingest_pb2.TrackRequest(event=events_pb2.Event(site_id=site.site_id)), metadata=key),
@@ -172,13 +186,18 @@ async def test_bad_requests_are_refused_and_nothing_is_queued(harness: Harness) 
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert fields == {"events": "must contain at most 1000 events"}
-    fields = await rejected(stub.TrackBatch(ingest_pb2.TrackBatchRequest(), metadata=key), grpc.StatusCode.INVALID_ARGUMENT)
+    fields = await rejected(
+        stub.TrackBatch(ingest_pb2.TrackBatchRequest(), metadata=key), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert fields == {"events": "must contain at least one event"}
     # One bad event rejects the whole batch: nothing of it is queued.
     fields = await rejected(
         stub.TrackBatch(
             ingest_pb2.TrackBatchRequest(
-                events=[pageview(site.site_id, "/ok"), pageview(site.site_id, "/ok", timestamp="2999-01-01T00:00:00Z")]
+                events=[
+                    pageview(site.site_id, "/ok"),
+                    pageview(site.site_id, "/ok", timestamp="2999-01-01T00:00:00Z"),
+                ]
             ),
             metadata=key,
         ),
@@ -188,7 +207,8 @@ async def test_bad_requests_are_refused_and_nothing_is_queued(harness: Harness) 
     # A batch mixing the key's site with another site is refused whole.
     await rejected(
         stub.TrackBatch(
-            ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id), pageview(other.site_id)]), metadata=key
+            ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id), pageview(other.site_id)]),
+            metadata=key,
         ),
         grpc.StatusCode.PERMISSION_DENIED,
     )

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from analytics.v1 import bus_pb2, events_pb2
 
+from analytics.v1 import bus_pb2, events_pb2
 from ingest_service.validation import Limits, parse_timestamp, referrer_host, validate_event
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -40,7 +40,9 @@ def test_minimal_pageview_is_enriched() -> None:
 def test_pageview_aliases(alias: str) -> None:
     enriched, errors = check(event_type=alias)
     assert errors == {}
-    assert enriched is not None and enriched.kind == bus_pb2.EVENT_KIND_PAGEVIEW and enriched.name == "pageview"
+    assert (
+        enriched is not None and enriched.kind == bus_pb2.EVENT_KIND_PAGEVIEW and enriched.name == "pageview"
+    )
 
 
 def test_custom_event_keeps_its_name() -> None:

@@ -3,7 +3,6 @@
 import asyncio
 
 from analytics_observability import configure_logging
-
 from processor_service.server import serve
 from processor_service.settings import Settings
 

@@ -6,13 +6,13 @@ import asyncio
 
 import psycopg
 import structlog
-from analytics.v1 import bus_pb2
-from analytics_bus import BusConfig
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from analytics.v1 import bus_pb2
+from analytics_bus import BusConfig
 from processor_service.writer import EventWriter, rows_of
 
 log = structlog.get_logger("analytics.processor")

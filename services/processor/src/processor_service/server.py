@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import asyncio
+import contextlib
 
 from analytics_bus import connect, ensure_consumer, ensure_stream
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
-
 from processor_service.consumer import Consumer
 from processor_service.settings import Settings
 from processor_service.writer import EventWriter
@@ -42,7 +40,7 @@ async def serve(settings: Settings) -> None:
         task = asyncio.create_task(consumer.run(), name="consumer")
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
-        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         # Finish the batch in hand (its transaction and acks) before closing connections.
         consumer.stop()
         await server.stop()

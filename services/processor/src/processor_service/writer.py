@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from analytics.v1 import bus_pb2
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+
+from analytics.v1 import bus_pb2
 
 # Column order shared by the staging COPY and the insert; types declared so COPY can be binary.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -46,6 +47,7 @@ _NAMES = ", ".join(name for name, _ in COLUMNS)
 _TYPES = [type_ for _, type_ in COLUMNS]
 _STAGING = "events_staging"
 _EMPTY_PROPERTIES = Jsonb({})
+_INSERT = f"INSERT INTO analytics.events ({_NAMES}) SELECT {_NAMES} FROM {_STAGING} ON CONFLICT DO NOTHING"  # noqa: S608
 
 Row = tuple[object, ...]
 
@@ -102,19 +104,15 @@ class EventWriter:
     async def write(self, rows: Sequence[Row]) -> int:
         if not rows:
             return 0
-        async with self._pool.connection() as conn:
-            async with conn.transaction():
-                await self._ensure_staging(conn)
-                async with conn.cursor() as cur:
-                    async with cur.copy(f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                    await cur.execute(
-                        f"INSERT INTO analytics.events ({_NAMES}) SELECT {_NAMES} FROM {_STAGING} "
-                        "ON CONFLICT DO NOTHING"
-                    )
-                    inserted = cur.rowcount
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._ensure_staging(conn)
+            async with conn.cursor() as cur:
+                async with cur.copy(f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(_TYPES)
+                    for row in rows:
+                        await copy.write_row(row)
+                await cur.execute(_INSERT)
+                inserted = cur.rowcount
             return inserted
 
     @staticmethod

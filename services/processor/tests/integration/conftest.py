@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
+
 from analytics.v1 import bus_pb2
 from analytics_db import create_pool, migrate, open_pool
-from psycopg_pool import AsyncConnectionPool
 
 
 @pytest.fixture
@@ -47,8 +48,6 @@ def _make_event(
     event.occurred_at.FromDatetime(moment)
     event.received_at.FromDatetime(moment)
     return event
-
-
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from typing import Any
 
 import nats
 import pytest
-from analytics.v1 import bus_pb2
-from analytics_bus import BusConfig, ensure_consumer, ensure_stream
 from psycopg_pool import AsyncConnectionPool
 
+from analytics.v1 import bus_pb2
+from analytics_bus import BusConfig, ensure_consumer, ensure_stream
 from processor_service.consumer import Consumer
 from processor_service.writer import EventWriter, rows_of
 
@@ -54,7 +54,8 @@ async def test_writing_the_same_events_twice_stores_them_once(
     assert await count(analytics_pool, site) == 3
     async with analytics_pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT path, user_id, kind, name, properties FROM analytics.events WHERE site_id = %s ORDER BY path",
+            "SELECT path, user_id, kind, name, properties FROM analytics.events "
+            "WHERE site_id = %s ORDER BY path",
             (site,),
         )
         rows = await cur.fetchall()
@@ -76,14 +77,18 @@ async def test_consumer_stores_each_event_once_and_skips_poison(
     await ensure_consumer(js, bus)
     site = uuid.uuid4()
     first = bus_pb2.EventBatch(batch_id="1", events=[make_event(site, f"/p{i}") for i in range(50)])
-    second = bus_pb2.EventBatch(batch_id="2", events=[make_event(site, "/q", at=datetime(2023, 1, 1, tzinfo=UTC))])
+    second = bus_pb2.EventBatch(
+        batch_id="2", events=[make_event(site, "/q", at=datetime(2023, 1, 1, tzinfo=UTC))]
+    )
     await js.publish(bus.subject, first.SerializeToString())
     await js.publish(bus.subject, b"\xff\xff not a protobuf")
     # A redelivery of the first batch under another message id, as after a crash before the ack.
     await js.publish(bus.subject, first.SerializeToString())
     await js.publish(bus.subject, second.SerializeToString())
 
-    consumer = Consumer(js, EventWriter(analytics_pool), bus, fetch_batch=2, fetch_timeout_s=0.2, retry_delay_s=0.2)
+    consumer = Consumer(
+        js, EventWriter(analytics_pool), bus, fetch_batch=2, fetch_timeout_s=0.2, retry_delay_s=0.2
+    )
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(100):

@@ -3,7 +3,6 @@
 import asyncio
 
 from analytics_observability import configure_logging
-
 from query_service.server import serve
 from query_service.settings import Settings
 

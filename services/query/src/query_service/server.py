@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+
 from analytics.v1 import query_pb2_grpc
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 
@@ -36,7 +36,11 @@ async def serve(settings: Settings) -> None:
     )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     server = GrpcServer("query", settings.grpc_listen)
-    server.add(query_pb2_grpc.add_QueryServiceServicer_to_server, QueryServicer(pool, auth, settings.statement_timeout_ms), "analytics.v1.QueryService")
+    server.add(
+        query_pb2_grpc.add_QueryServiceServicer_to_server,
+        QueryServicer(pool, auth, settings.statement_timeout_ms),
+        "analytics.v1.QueryService",
+    )
     server.install_signal_handlers()
     await server.start()
     try:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
 
-import grpc
+from psycopg_pool import AsyncConnectionPool
+
 from analytics.v1 import auth_pb2, query_pb2, query_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
-from analytics_grpc.metadata import credential
-from psycopg_pool import AsyncConnectionPool
-
+from analytics_grpc.metadata import Context, credential
 from query_service.reports.daily_stats import daily_stats
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_TOP_PATHS = 10
 MAX_TOP_PATHS = 1000

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from analytics_db import create_pool, migrate, open_pool
 from psycopg_pool import AsyncConnectionPool
 
+from analytics_db import create_pool, migrate, open_pool
 from query_service.reports.daily_stats import daily_stats
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,8 @@ async def insert(
 ) -> None:
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO analytics.events (time, site_id, event_id, received_at, kind, name, path, user_id, is_bot) "
+            "INSERT INTO analytics.events "
+            "(time, site_id, event_id, received_at, kind, name, path, user_id, is_bot) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (at, site, uuid.uuid4(), at, kind, "pageview" if kind == 1 else "signup", path, user_id, is_bot),
         )
@@ -50,7 +51,9 @@ async def test_counts_page_views_of_the_day_only(pool: AsyncConnectionPool) -> N
     site, other = uuid.uuid4(), uuid.uuid4()
     for path, user in [("/a", "u1"), ("/a", "u2"), ("/b", "u1"), ("/c", None), ("/a", None)]:
         await insert(pool, site, path, NOON, user_id=user)
-    await insert(pool, site, "/a", datetime(2024, 3, 10, 0, 0, tzinfo=UTC), user_id="u3")  # first instant counts
+    await insert(
+        pool, site, "/a", datetime(2024, 3, 10, 0, 0, tzinfo=UTC), user_id="u3"
+    )  # first instant counts
     await insert(pool, site, "/a", datetime(2024, 3, 11, 0, 0, tzinfo=UTC), user_id="u4")  # next day
     await insert(pool, site, "/a", NOON - timedelta(days=1), user_id="u5")
     await insert(pool, site, "/bot", NOON, user_id="u6", is_bot=True)

@@ -37,15 +37,20 @@ async def daily_stats(
     pool: AsyncConnectionPool, site_id: uuid.UUID, day: date, limit: int, *, timeout_ms: int
 ) -> DailyStats:
     start = datetime.combine(day, time.min, tzinfo=UTC)
-    params = {"site": site_id, "start": start, "end": start + timedelta(days=1), "kind": PAGEVIEW_KIND, "limit": limit}
-    async with pool.connection() as conn:
-        # One snapshot for both statements, so the totals and the top list agree.
-        async with conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-            cur = await conn.execute(_TOTALS, params)
-            totals = await cur.fetchone()
-            cur = await conn.execute(_TOP_PATHS, params)
-            top = await cur.fetchall()
+    params = {
+        "site": site_id,
+        "start": start,
+        "end": start + timedelta(days=1),
+        "kind": PAGEVIEW_KIND,
+        "limit": limit,
+    }
+    # One snapshot for both statements, so the totals and the top list agree.
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        cur = await conn.execute(_TOTALS, params)
+        totals = await cur.fetchone()
+        cur = await conn.execute(_TOP_PATHS, params)
+        top = await cur.fetchall()
     total_views, unique_users = totals if totals else (0, 0)
     return DailyStats(int(total_views), int(unique_users), [(path, int(views)) for path, views in top])
