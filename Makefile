@@ -52,7 +52,7 @@ requirements: ## Re-pin requirements/*.txt from requirements/*.in
 lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) ## Run ruff, mypy and buf lint
 	@echo "==> lint: ruff" && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	@echo "==> lint: mypy" && $(VENV)/bin/mypy libs/*/src services/*/src
-	@echo "==> lint: buf" && $(BUF) lint $(DESCRIPTOR)#format=binpb --path analytics
+	@echo "==> lint: buf" && $(BUF) lint "$(DESCRIPTOR)#format=binpb" --path analytics --config proto/buf.yaml
 
 .PHONY: fmt
 fmt: $(STAMPS)/python ## Format and auto-fix the code
