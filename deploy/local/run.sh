@@ -20,15 +20,18 @@ export PATH="$root/.venv/bin:$PATH"
 
 mkdir -p "$ANALYTICS_DATA_DIR"
 chmod 700 "$ANALYTICS_DATA_DIR"
-token_file="$ANALYTICS_DATA_DIR/admin-token"
-if [ -z "${ANALYTICS_ADMIN_TOKEN:-}" ]; then
-  if [ ! -s "$token_file" ]; then
-    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$token_file")
-    echo "==> run: generated an admin token in $token_file"
+# Secrets generated on first start and kept (mode 600) in the data directory, unless given.
+secret() {
+  local file="$ANALYTICS_DATA_DIR/$1"
+  if [ ! -s "$file" ]; then
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$file")
+    echo "==> run: generated $1 in $file" >&2
   fi
-  ANALYTICS_ADMIN_TOKEN=$(cat "$token_file")
-fi
-export ANALYTICS_ADMIN_TOKEN
+  cat "$file"
+}
+token_file="$ANALYTICS_DATA_DIR/admin-token"
+export ANALYTICS_ADMIN_TOKEN=${ANALYTICS_ADMIN_TOKEN:-$(secret admin-token)}
+export ANALYTICS_INTERNAL_TOKEN=${ANALYTICS_INTERNAL_TOKEN:-$(secret internal-token)}
 
 for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
     "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}"; do

@@ -32,6 +32,9 @@ class Principal:
     key_id: str
     site_id: str
     scopes: frozenset[int]
+    rate_limit_per_second: int = 0
+    rate_limit_burst: int = 0
+    allowed_origins: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:
@@ -112,7 +115,14 @@ class AuthClient:
                 raise ServiceError(*failure) from None
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "auth service unavailable, retry later") from None
         key = response.key
-        principal = Principal(key_id=key.key_id, site_id=key.site_id, scopes=frozenset(key.scopes))
+        principal = Principal(
+            key_id=key.key_id,
+            site_id=key.site_id,
+            scopes=frozenset(key.scopes),
+            rate_limit_per_second=key.rate_limit_per_second,
+            rate_limit_burst=key.rate_limit_burst,
+            allowed_origins=frozenset(key.allowed_origins),
+        )
         self._store(cache_key, principal, self._ttl_s)
         return principal
 
@@ -125,6 +135,11 @@ class AuthClient:
         self._cache.move_to_end(cache_key)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the auth service, for its other internal RPCs."""
+        return self._channel
 
     def invalidate(self) -> None:
         self._cache.clear()

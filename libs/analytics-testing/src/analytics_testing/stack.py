@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -144,6 +145,7 @@ class ServiceStack:
     nats_url: str
     log_dir: Path
     admin_token: str
+    internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: Mapping[str, str] = field(default_factory=dict)
     with_gateway: bool = True
     addresses: dict[str, str] = field(default_factory=dict)
@@ -161,6 +163,7 @@ class ServiceStack:
                 "ANALYTICS_DATABASE_URL": self.database_url,
                 "ANALYTICS_NATS_URL": self.nats_url,
                 "ANALYTICS_ADMIN_TOKEN": self.admin_token,
+                "ANALYTICS_INTERNAL_TOKEN": self.internal_token,
                 "ANALYTICS_AUTH_ADDR": self.addresses["auth"],
                 "ANALYTICS_INGEST_ADDR": self.addresses["ingest"],
                 "ANALYTICS_QUERY_ADDR": self.addresses["query"],

@@ -17,7 +17,7 @@ async def serve(settings: Settings) -> None:
     server = GrpcServer("auth", settings.grpc_listen)
     server.add(
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        AuthServicer(AuthStore(pool), settings.admin_token),
+        AuthServicer(AuthStore(pool), settings.admin_token, settings.internal_token),
         "analytics.v1.AuthService",
     )
     server.install_signal_handlers()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,7 +13,7 @@ from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_grpc.errors import ServiceError, not_found, permission_denied, unauthenticated
 from analytics_grpc.metadata import Context, credential
 from auth_service import keys
-from auth_service.store import AuthStore, KeyRow
+from auth_service.store import AuthStore, KeyRow, KeySpec
 
 log = structlog.get_logger("analytics.auth")
 
@@ -44,13 +45,48 @@ def key_message(row: KeyRow) -> auth_pb2.ApiKey:
         scopes=[auth_pb2.Scope.Name(s) for s in row.scopes],
         create_time=_timestamp(row.created_at),
         revoke_time=_timestamp(row.revoked_at),
+        rate_limit_per_second=row.rate_limit_per_second,
+        rate_limit_burst=row.rate_limit_burst,
+        allowed_origins=row.allowed_origins,
     )
 
 
+MAX_ORIGINS = 50
+MAX_RATE = 1_000_000
+
+
+def parse_origins(values: list[str]) -> tuple[str, ...]:
+    """Normalises scheme://host[:port] origins, naming the first bad one."""
+    if len(values) > MAX_ORIGINS:
+        raise ServiceError.field("allowed_origins", f"must have at most {MAX_ORIGINS} entries")
+    origins: list[str] = []
+    for index, value in enumerate(values):
+        try:
+            parts = urlsplit(value.strip())
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ServiceError.field(
+                f"allowed_origins[{index}]", "must be an origin like https://example.com"
+            )
+        origins.append(f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else ""))
+    return tuple(sorted(set(origins)))
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: AuthStore, admin_token: str) -> None:
+    def __init__(self, store: AuthStore, admin_token: str, internal_token: str) -> None:
         self._store = store
         self._admin_token = admin_token
+        self._internal_token = internal_token
 
     def _require_admin(self, context: Context) -> None:
         given = credential(context)
@@ -71,7 +107,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if len(name) > 200:
             raise ServiceError.field("name", "must be at most 200 characters")
         key_id, api_key = keys.new_key()
-        site, key = await self._store.create_site(name, key_id, keys.digest(api_key), DEFAULT_SCOPES)
+        site, key = await self._store.create_site(name, key_id, keys.digest(api_key), KeySpec(DEFAULT_SCOPES))
         log.info("site created", site_id=str(site.site_id), key_id=key_id)
         return auth_pb2.CreateSiteResponse(
             site_id=str(site.site_id),
@@ -93,8 +129,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 raise ServiceError.field(
                     f"scopes[{index}]", "must be SCOPE_INGEST, SCOPE_READ or SCOPE_ADMIN"
                 )
+        for field in ("rate_limit_per_second", "rate_limit_burst"):
+            if getattr(request, field) > MAX_RATE:
+                raise ServiceError.field(field, f"must be at most {MAX_RATE}")
+        spec = KeySpec(
+            scopes=scopes,
+            rate_limit_per_second=request.rate_limit_per_second,
+            rate_limit_burst=request.rate_limit_burst,
+            allowed_origins=parse_origins(list(request.allowed_origins)),
+        )
         key_id, api_key = keys.new_key()
-        row = await self._store.create_key(site_id, key_id, keys.digest(api_key), scopes)
+        row = await self._store.create_key(site_id, key_id, keys.digest(api_key), spec)
         if row is None:
             raise not_found(f"site {site_id} not found")
         log.info("api key created", site_id=str(site_id), key_id=key_id)
@@ -136,3 +181,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 raise not_found(f"site {site_id} not found")
             raise permission_denied("api key belongs to another site")
         return auth_pb2.AuthenticateResponse(key=key_message(row))
+
+    async def GetVisitorSalts(
+        self, request: auth_pb2.GetVisitorSaltsRequest, context: Context
+    ) -> auth_pb2.GetVisitorSaltsResponse:
+        given = credential(context)
+        if not given:
+            raise unauthenticated("the internal service token is required")
+        if not keys.same_secret(given, self._internal_token):
+            raise permission_denied("only internal services may read visitor salts")
+        salts = await self._store.visitor_salts(datetime.now(UTC).date())
+        return auth_pb2.GetVisitorSaltsResponse(
+            salts=[auth_pb2.VisitorSalt(day=day.isoformat(), salt=salt) for day, salt in salts]
+        )

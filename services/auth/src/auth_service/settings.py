@@ -10,6 +10,7 @@ from analytics_config import Env, SettingsError
 GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
 DATABASE_URL = "ANALYTICS_DATABASE_URL"
 ADMIN_TOKEN = "ANALYTICS_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a secret
+INTERNAL_TOKEN = "ANALYTICS_INTERNAL_TOKEN"  # noqa: S105 - the variable name, not a secret
 MIGRATE_ON_START = "ANALYTICS_MIGRATE_ON_START"
 LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 
@@ -21,6 +22,7 @@ class Settings:
     grpc_listen: str
     database_url: str
     admin_token: str
+    internal_token: str
     migrate_on_start: bool
     log_level: str
 
@@ -28,12 +30,17 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
         admin_token = env.str(ADMIN_TOKEN)
-        if len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
-            raise SettingsError(f"{ADMIN_TOKEN} must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+        internal_token = env.str(INTERNAL_TOKEN)
+        for name, value in ((ADMIN_TOKEN, admin_token), (INTERNAL_TOKEN, internal_token)):
+            if len(value) < MIN_ADMIN_TOKEN_LENGTH:
+                raise SettingsError(f"{name} must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+        if admin_token == internal_token:
+            raise SettingsError(f"{ADMIN_TOKEN} and {INTERNAL_TOKEN} must differ")
         return cls(
             grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
             database_url=env.str(DATABASE_URL),
             admin_token=admin_token,
+            internal_token=internal_token,
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.str(LOG_LEVEL, "INFO"),
         )

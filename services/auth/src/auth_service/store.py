@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 
@@ -23,6 +26,38 @@ class KeyRow:
     scopes: list[int]
     created_at: datetime
     revoked_at: datetime | None
+    rate_limit_per_second: int
+    rate_limit_burst: int
+    allowed_origins: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """What a new key may do."""
+
+    scopes: list[int]
+    rate_limit_per_second: int = 0
+    rate_limit_burst: int = 0
+    allowed_origins: tuple[str, ...] = ()
+
+
+# Every statement returning a key lists these columns, in KeyRow's order.
+_INSERT_KEY = """
+INSERT INTO auth.api_keys
+    (key_id, site_id, secret_hash, scopes, rate_limit_per_second, rate_limit_burst, allowed_origins)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+RETURNING key_id, site_id, scopes, created_at, revoked_at,
+    rate_limit_per_second, rate_limit_burst, allowed_origins
+"""
+_REVOKE_KEY = """
+UPDATE auth.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s
+RETURNING key_id, site_id, scopes, created_at, revoked_at,
+    rate_limit_per_second, rate_limit_burst, allowed_origins
+"""
+_KEY_BY_HASH = (
+    "SELECT key_id, site_id, scopes, created_at, revoked_at, rate_limit_per_second, rate_limit_burst,"
+    " allowed_origins FROM auth.api_keys WHERE secret_hash = %s"
+)
 
 
 class AuthStore:
@@ -30,7 +65,7 @@ class AuthStore:
         self._pool = pool
 
     async def create_site(
-        self, name: str, key_id: str, secret_hash: bytes, scopes: list[int]
+        self, name: str, key_id: str, secret_hash: bytes, spec: KeySpec
     ) -> tuple[SiteRow, KeyRow]:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
@@ -38,34 +73,40 @@ class AuthStore:
                 (uuid.uuid4(), name),
             )
             site = SiteRow(*(await cur.fetchone() or ()))
-            key = await self._insert_key(conn, site.site_id, key_id, secret_hash, scopes)
+            key = await self._insert_key(conn, site.site_id, key_id, secret_hash, spec)
         return site, key
 
     async def create_key(
-        self, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]
+        self, site_id: uuid.UUID, key_id: str, secret_hash: bytes, spec: KeySpec
     ) -> KeyRow | None:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT 1 FROM auth.sites WHERE site_id = %s", (site_id,))
             if await cur.fetchone() is None:
                 return None
-            return await self._insert_key(conn, site_id, key_id, secret_hash, scopes)
+            return await self._insert_key(conn, site_id, key_id, secret_hash, spec)
 
     @staticmethod
     async def _insert_key(
-        conn: object, site_id: uuid.UUID, key_id: str, secret_hash: bytes, scopes: list[int]
+        conn: AsyncConnection[Any], site_id: uuid.UUID, key_id: str, secret_hash: bytes, spec: KeySpec
     ) -> KeyRow:
-        cur = await conn.execute(  # type: ignore[attr-defined]
-            "INSERT INTO auth.api_keys (key_id, site_id, secret_hash, scopes) VALUES (%s, %s, %s, %s) "
-            "RETURNING key_id, site_id, scopes, created_at, revoked_at",
-            (key_id, site_id, secret_hash, scopes),
+        cur = await conn.execute(
+            _INSERT_KEY,
+            (
+                key_id,
+                site_id,
+                secret_hash,
+                spec.scopes,
+                spec.rate_limit_per_second,
+                spec.rate_limit_burst,
+                list(spec.allowed_origins),
+            ),
         )
-        return KeyRow(*(await cur.fetchone()))
+        return KeyRow(*(await cur.fetchone() or ()))
 
     async def revoke_key(self, key_id: str) -> KeyRow | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "UPDATE auth.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s "
-                "RETURNING key_id, site_id, scopes, created_at, revoked_at",
+                _REVOKE_KEY,
                 (key_id,),
             )
             row = await cur.fetchone()
@@ -74,8 +115,7 @@ class AuthStore:
     async def key_by_hash(self, secret_hash: bytes) -> KeyRow | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT key_id, site_id, scopes, created_at, revoked_at FROM auth.api_keys "
-                "WHERE secret_hash = %s",
+                _KEY_BY_HASH,
                 (secret_hash,),
             )
             row = await cur.fetchone()
@@ -85,3 +125,17 @@ class AuthStore:
         async with self._pool.connection() as conn:
             cur = await conn.execute("SELECT 1 FROM auth.sites WHERE site_id = %s", (site_id,))
             return await cur.fetchone() is not None
+
+    async def visitor_salts(self, today: date) -> list[tuple[date, bytes]]:
+        """Today's and yesterday's salts (today's created on first use); older ones are deleted."""
+        yesterday = today - timedelta(days=1)
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO auth.visitor_salts (day, salt) VALUES (%s, %s) ON CONFLICT (day) DO NOTHING",
+                (today, secrets.token_bytes(32)),
+            )
+            await conn.execute("DELETE FROM auth.visitor_salts WHERE day < %s", (yesterday,))
+            cur = await conn.execute(
+                "SELECT day, salt FROM auth.visitor_salts WHERE day >= %s ORDER BY day DESC", (yesterday,)
+            )
+            return [(day, bytes(salt)) for day, salt in await cur.fetchall()]

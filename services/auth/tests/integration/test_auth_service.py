@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
@@ -21,6 +22,7 @@ from auth_service.store import AuthStore
 pytestmark = pytest.mark.integration
 
 ADMIN = "test-admin-token-0123456789abcdef"
+INTERNAL = "test-internal-token-0123456789abcdef"
 ADMIN_MD = (("authorization", f"Bearer {ADMIN}"),)
 
 
@@ -32,7 +34,7 @@ async def auth(database_url: str) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub
     server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
     server.add(
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        AuthServicer(AuthStore(pool), ADMIN),
+        AuthServicer(AuthStore(pool), ADMIN, INTERNAL),
         "analytics.v1.AuthService",
     )
     port = await server.start()
@@ -183,3 +185,71 @@ async def test_create_key_for_unknown_site_is_not_found(auth: auth_pb2_grpc.Auth
         auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(site_id=str(uuid.uuid4())), metadata=ADMIN_MD),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+async def test_key_limits_and_origins_are_stored_and_returned(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="a"), metadata=ADMIN_MD)
+    created = await auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(
+            site_id=site.site_id,
+            scopes=[auth_pb2.SCOPE_INGEST],
+            rate_limit_per_second=50,
+            rate_limit_burst=100,
+            allowed_origins=["https://Shop.example/", "http://localhost:3000", "https://shop.example"],
+        ),
+        metadata=ADMIN_MD,
+    )
+    assert created.key.allowed_origins == ["http://localhost:3000", "https://shop.example"]
+    reply = await auth.Authenticate(
+        auth_pb2.AuthenticateRequest(api_key=created.api_key, site_id=site.site_id)
+    )
+    assert (reply.key.rate_limit_per_second, reply.key.rate_limit_burst) == (50, 100)
+    assert list(reply.key.allowed_origins) == ["http://localhost:3000", "https://shop.example"]
+
+    for bad in ("shop.example", "https://shop.example/path", "ftp://shop.example", "https://"):
+        error = await expect_error(
+            auth.CreateApiKey(
+                auth_pb2.CreateApiKeyRequest(
+                    site_id=site.site_id, allowed_origins=["https://ok.example", bad]
+                ),
+                metadata=ADMIN_MD,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert "allowed_origins[1]" in violations(error)
+    error = await expect_error(
+        auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(site_id=site.site_id, rate_limit_per_second=2_000_000),
+            metadata=ADMIN_MD,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "rate_limit_per_second" in violations(error)
+
+
+async def test_visitor_salts_need_the_internal_token_and_rotate(
+    auth: auth_pb2_grpc.AuthServiceStub, database_url: str
+) -> None:
+    request = auth_pb2.GetVisitorSaltsRequest()
+    await expect_error(auth.GetVisitorSalts(request), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_error(auth.GetVisitorSalts(request, metadata=ADMIN_MD), grpc.StatusCode.PERMISSION_DENIED)
+    internal = (("authorization", f"Bearer {INTERNAL}"),)
+    first = await auth.GetVisitorSalts(request, metadata=internal)
+    today = datetime.now(UTC).date()
+    assert [s.day for s in first.salts] == [today.isoformat()]
+    assert len(first.salts[0].salt) == 32
+    again = await auth.GetVisitorSalts(request, metadata=internal)
+    assert again.salts[0].salt == first.salts[0].salt
+
+    with psycopg.connect(database_url) as conn:
+        for days in (1, 2, 30):
+            conn.execute(
+                "INSERT INTO auth.visitor_salts (day, salt) VALUES (%s, %s)",
+                (today - timedelta(days=days), bytes(32)),
+            )
+    reply = await auth.GetVisitorSalts(request, metadata=internal)
+    assert [s.day for s in reply.salts] == [today.isoformat(), (today - timedelta(days=1)).isoformat()]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT min(day) FROM auth.visitor_salts").fetchone() == (
+            today - timedelta(days=1),
+        )

@@ -8,7 +8,10 @@ from analytics.v1 import ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
+from ingest_service.enrich.client import ClientResolver
 from ingest_service.publisher import GroupCommitPublisher
+from ingest_service.ratelimit import RateLimiter
+from ingest_service.salts import SaltCache
 from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings
 
@@ -26,11 +29,16 @@ async def serve(settings: Settings) -> None:
     )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     server = GrpcServer("ingest", settings.grpc_listen, reuse_port=True)
-    server.add(
-        ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-        IngestServicer(auth, publisher, settings.limits, lambda: nc.is_connected),
-        "analytics.v1.IngestService",
+    servicer = IngestServicer(
+        auth,
+        publisher,
+        settings.limits,
+        lambda: nc.is_connected,
+        salts=SaltCache(auth.channel, settings.internal_token),
+        clients=ClientResolver(settings.trusted_proxies, settings.country_header),
+        rate_limiter=RateLimiter(settings.default_rate_limit_per_s, settings.default_rate_limit_burst),
     )
+    server.add(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, "analytics.v1.IngestService")
     server.install_signal_handlers()
     try:
         await server.start()

@@ -1,16 +1,28 @@
-"""IngestService servicer: authenticate, validate, enrich, then wait for the durable queue."""
+"""IngestService servicer: authenticate, validate, limit, enrich, then wait for the durable queue."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+import grpc
+
 from analytics.v1 import auth_pb2, bus_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
-from analytics_grpc.auth_client import AuthClient
-from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated, unavailable
-from analytics_grpc.metadata import Context, credential
+from analytics_grpc.auth_client import AuthClient, Principal
+from analytics_grpc.errors import (
+    FieldViolation,
+    ServiceError,
+    permission_denied,
+    unauthenticated,
+    unavailable,
+)
+from analytics_grpc.metadata import Context, credential, metadata_value
+from ingest_service.enrich.client import ClientResolver
+from ingest_service.enrich.request import RequestInfo, enrich
 from ingest_service.publisher import GroupCommitPublisher, PublishError
+from ingest_service.ratelimit import RateLimiter
+from ingest_service.salts import SaltCache
 from ingest_service.settings import MAX_BATCH_EVENTS
 from ingest_service.validation import Limits, validate_event
 
@@ -22,14 +34,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         publisher: GroupCommitPublisher,
         limits: Limits,
         is_healthy: Callable[[], bool],
+        *,
+        salts: SaltCache,
+        clients: ClientResolver,
+        rate_limiter: RateLimiter,
     ) -> None:
         self._auth = auth
         self._publisher = publisher
         self._limits = limits
         self._is_healthy = is_healthy
+        self._salts = salts
+        self._clients = clients
+        self._rate_limiter = rate_limiter
 
     async def Track(self, request: ingest_pb2.TrackRequest, context: Context) -> ingest_pb2.TrackResponse:
-        (event,) = await self._accept(context, [request.event], "event.")
+        (event,) = await self._accept(context, [request.event], lambda _: "event.")
         return ingest_pb2.TrackResponse(event_id=str(uuid.UUID(bytes=event.event_id)))
 
     async def TrackBatch(
@@ -39,10 +58,38 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise ServiceError.field("events", "must contain at least one event")
         if len(request.events) > MAX_BATCH_EVENTS:
             raise ServiceError.field("events", f"must contain at most {MAX_BATCH_EVENTS} events")
-        events = await self._accept(context, list(request.events), "events[{}].")
+        events = await self._accept(context, list(request.events), lambda i: f"events[{i}].")
         return ingest_pb2.TrackBatchResponse(
             accepted=len(events), event_ids=[str(uuid.UUID(bytes=e.event_id)) for e in events]
         )
+
+    async def TrackStream(
+        self, request_iterator: AsyncIterator[ingest_pb2.TrackStreamRequest], context: Context
+    ) -> ingest_pb2.TrackStreamResponse:
+        accepted = 0
+        pending: list[events_pb2.Event] = []
+
+        async def flush() -> None:
+            nonlocal accepted
+            first = accepted
+            try:
+                await self._accept(context, pending, lambda i: f"events[{first + i}].")
+            except ServiceError as error:
+                error.message = f"{error.message} ({accepted} events before it were accepted)"
+                raise
+            accepted += len(pending)
+            pending.clear()
+
+        async for message in request_iterator:
+            pending.extend(message.events)
+            while len(pending) >= MAX_BATCH_EVENTS:
+                rest = pending[MAX_BATCH_EVENTS:]
+                del pending[MAX_BATCH_EVENTS:]
+                await flush()
+                pending.extend(rest)
+        if pending:
+            await flush()
+        return ingest_pb2.TrackStreamResponse(accepted=accepted)
 
     async def GetHealth(
         self, request: ingest_pb2.GetHealthRequest, context: Context
@@ -51,8 +98,40 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise unavailable("event queue unreachable")
         return ingest_pb2.GetHealthResponse(status="ok")
 
+    def _request_info(self, context: Context) -> RequestInfo:
+        address, proxied = self._clients.resolve(context.peer(), metadata_value(context, "x-forwarded-for"))
+        user_agent = metadata_value(context, "user-agent") or ""
+        country = ""
+        if proxied:
+            # Only a trusted proxy's word is taken for the browser's user agent and country.
+            user_agent = metadata_value(context, "x-forwarded-user-agent") or user_agent
+            if self._clients.country_header:
+                country = self._clients.country(metadata_value(context, self._clients.country_header))
+        return RequestInfo(
+            client_ip=str(address) if address is not None else "",
+            user_agent=user_agent,
+            country=country,
+            origin=metadata_value(context, "origin") or "",
+        )
+
+    def _admit(self, principal: Principal, info: RequestInfo, cost: int) -> None:
+        principal.require(auth_pb2.SCOPE_INGEST)
+        if principal.is_admin:
+            return
+        if principal.allowed_origins and info.origin and info.origin not in principal.allowed_origins:
+            raise permission_denied(f"origin {info.origin[:100]} is not allowed for this api key")
+        wait_s = self._rate_limiter.take(
+            principal.key_id, cost, principal.rate_limit_per_second, principal.rate_limit_burst
+        )
+        if wait_s is not None:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "rate limit of this api key exceeded, retry later",
+                retry_after_s=wait_s,
+            )
+
     async def _accept(
-        self, context: Context, events: list[events_pb2.Event], prefix: str
+        self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:
         api_key = credential(context)
         if not api_key:
@@ -61,15 +140,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         enriched: list[bus_pb2.EnrichedEvent] = []
         violations: list[FieldViolation] = []
         for index, event in enumerate(events):
-            result, problems = validate_event(event, prefix.format(index), received_at, self._limits)
+            result, problems = validate_event(event, prefix(index), received_at, self._limits)
             violations.extend(problems)
             if result is not None:
                 enriched.append(result)
         if violations:
             raise ServiceError.invalid(violations)
-        for site_id in sorted({event.site_id for event in events}):
+        info = self._request_info(context)
+        sites = sorted({event.site_id for event in events})
+        for site_id in sites:
             principal = await self._auth.authenticate(api_key, site_id)
-            principal.require(auth_pb2.SCOPE_INGEST)
+            self._admit(principal, info, sum(1 for e in events if e.site_id == site_id))
+        salt = await self._salts.salt_for(received_at.date())
+        for item in enriched:
+            enrich(item, info, salt)
         try:
             await self._publisher.publish(enriched)
         except PublishError as error:

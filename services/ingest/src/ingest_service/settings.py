@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from analytics_bus import BusConfig
-from analytics_config import Env
+from analytics_config import Env, SettingsError
 from ingest_service.validation import Limits
 
 GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
@@ -18,6 +19,11 @@ MAX_FUTURE_SKEW_S = "ANALYTICS_MAX_FUTURE_SKEW_S"
 PUBLISH_TIMEOUT_S = "ANALYTICS_PUBLISH_TIMEOUT_S"
 BATCH_MAX_BYTES = "ANALYTICS_GROUP_COMMIT_MAX_BYTES"
 BATCH_MAX_DELAY_MS = "ANALYTICS_GROUP_COMMIT_MAX_DELAY_MS"
+INTERNAL_TOKEN = "ANALYTICS_INTERNAL_TOKEN"  # noqa: S105 - the variable name, not a secret
+TRUSTED_PROXIES = "ANALYTICS_TRUSTED_PROXIES"
+COUNTRY_HEADER = "ANALYTICS_COUNTRY_HEADER"
+RATE_LIMIT_PER_S = "ANALYTICS_DEFAULT_RATE_LIMIT_PER_S"
+RATE_LIMIT_BURST = "ANALYTICS_DEFAULT_RATE_LIMIT_BURST"
 LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 
 MAX_BATCH_EVENTS = 1000
@@ -33,6 +39,11 @@ class Settings:
     group_commit_max_bytes: int
     group_commit_max_delay_s: float
     limits: Limits
+    internal_token: str
+    trusted_proxies: tuple[str, ...]
+    country_header: str
+    default_rate_limit_per_s: float
+    default_rate_limit_burst: float
     bus: BusConfig
     log_level: str
 
@@ -50,6 +61,20 @@ class Settings:
             ),
             group_commit_max_delay_s=env.float(BATCH_MAX_DELAY_MS, 2.0, minimum=0, maximum=1000) / 1000,
             limits=Limits(max_future_skew=timedelta(seconds=env.float(MAX_FUTURE_SKEW_S, 300, minimum=0))),
+            internal_token=env.str(INTERNAL_TOKEN),
+            trusted_proxies=_networks(env.list(TRUSTED_PROXIES, ("127.0.0.0/8", "::1/128"))),
+            country_header=env.str(COUNTRY_HEADER, "cf-ipcountry").lower(),
+            default_rate_limit_per_s=env.float(RATE_LIMIT_PER_S, 5000, minimum=1),
+            default_rate_limit_burst=env.float(RATE_LIMIT_BURST, 10_000, minimum=1),
             bus=BusConfig(),
             log_level=env.str(LOG_LEVEL, "INFO"),
         )
+
+
+def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SettingsError(f"{TRUSTED_PROXIES}: {value!r} is not an address or CIDR network") from None
+    return values

@@ -22,13 +22,17 @@ from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
+from ingest_service.enrich.client import ClientResolver
 from ingest_service.publisher import GroupCommitPublisher, PublishError
+from ingest_service.ratelimit import RateLimiter
+from ingest_service.salts import SaltCache
 from ingest_service.servicer import IngestServicer
 from ingest_service.validation import Limits
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "test-admin-token-0123456789abcdef"
+INTERNAL = "test-internal-token-0123456789abcdef"
 
 
 @dataclass
@@ -65,7 +69,7 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     auth_server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
     auth_server.add(
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        AuthServicer(AuthStore(pool), ADMIN),
+        AuthServicer(AuthStore(pool), ADMIN, INTERNAL),
         "analytics.v1.AuthService",
     )
     auth_port = await auth_server.start()
@@ -80,7 +84,15 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     ingest_server = GrpcServer("ingest", "127.0.0.1:0", grace_s=1)
     ingest_server.add(
         ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-        IngestServicer(auth_client, publisher, Limits(), lambda: nc.is_connected),
+        IngestServicer(
+            auth_client,
+            publisher,
+            Limits(),
+            lambda: nc.is_connected,
+            salts=SaltCache(auth_client.channel, INTERNAL),
+            clients=ClientResolver(["127.0.0.0/8"], "cf-ipcountry"),
+            rate_limiter=RateLimiter(default_rate=1000, default_burst=1000),
+        ),
         "analytics.v1.IngestService",
     )
     ingest_port = await ingest_server.start()
@@ -241,3 +253,111 @@ async def test_publish_fails_when_nats_is_gone(nats_factory: object) -> None:
     await publisher.close()
     with contextlib.suppress(OSError):  # closing a client whose server is gone may fail; that's fine
         await nc.close()
+
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.0 Mobile/15E148 Safari/604.1"
+)
+
+
+async def test_events_are_enriched_and_raw_addresses_never_queued(harness: Harness) -> None:
+    site = await harness.new_site()
+    metadata = (
+        ("x-api-key", site.api_key),
+        ("x-forwarded-for", "203.0.113.77"),
+        ("x-forwarded-user-agent", IPHONE),
+        ("cf-ipcountry", "de"),
+        ("origin", "https://shop.example"),
+    )
+    event = pageview(
+        site.site_id,
+        "",
+        url="https://shop.example/p?utm_source=news&utm_medium=email",
+        referrer="https://www.google.com/",
+        user_id="",
+    )
+    await harness.ingest.Track(ingest_pb2.TrackRequest(event=event), metadata=metadata)
+    await harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, "/x")), metadata=metadata)
+    bot = (("x-api-key", site.api_key), ("x-forwarded-user-agent", "Mozilla/5.0 (compatible; Googlebot/2.1)"))
+    await harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id, "/bot")), metadata=bot)
+
+    first, second, crawler = await harness.stored_events()
+    assert (first.browser, first.os, first.device, first.is_bot) == ("Mobile Safari", "iOS", "mobile", False)
+    assert first.country == "DE"
+    assert (first.referrer_host, first.referrer_source) == ("google.com", "email")  # utm_medium wins
+    assert (first.utm_source, first.utm_medium, first.path) == ("news", "email", "/p")
+    assert first.visitor_id != 0 and first.visitor_id == second.visitor_id
+    assert crawler.is_bot and crawler.device == "bot"  # stored flagged, not dropped
+    assert crawler.visitor_id != first.visitor_id
+    info = await harness.js.stream_info(harness.bus.stream)
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        message = await harness.js.get_msg(harness.bus.stream, seq)
+        assert b"203.0.113.77" not in (message.data or b"")
+
+
+async def create_key(harness: Harness, site: auth_pb2.CreateSiteResponse, **fields: object) -> str:
+    reply = await harness.auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(site_id=site.site_id, **fields),  # type: ignore[arg-type]
+        metadata=(("authorization", f"Bearer {ADMIN}"),),
+    )
+    return str(reply.api_key)
+
+
+async def test_rate_limit_per_key_answers_resource_exhausted_with_retry_after(harness: Harness) -> None:
+    site = await harness.new_site()
+    key = await create_key(harness, site, rate_limit_per_second=1, rate_limit_burst=3)
+    metadata = (("x-api-key", key),)
+    batch = ingest_pb2.TrackBatchRequest(events=[pageview(site.site_id)] * 3)
+    await harness.ingest.TrackBatch(batch, metadata=metadata)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.ingest.Track(ingest_pb2.TrackRequest(event=pageview(site.site_id)), metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = dict((k, v) for k, v in (caught.value.trailing_metadata() or ()) if isinstance(v, str))
+    assert trailers["retry-after"] == "1"
+    status = rpc_status.from_call(caught.value)
+    retry = error_details_pb2.RetryInfo()
+    assert status is not None and any(d.Unpack(retry) for d in status.details)
+    # The site's other key has its own bucket.
+    await harness.ingest.Track(
+        ingest_pb2.TrackRequest(event=pageview(site.site_id)), metadata=(("x-api-key", site.api_key),)
+    )
+    assert await harness.stored_messages() == 2
+
+
+async def test_allowed_origins_are_enforced_for_browsers(harness: Harness) -> None:
+    site = await harness.new_site()
+    key = await create_key(harness, site, allowed_origins=["https://shop.example"])
+    request = ingest_pb2.TrackRequest(event=pageview(site.site_id))
+    await harness.ingest.Track(request, metadata=(("x-api-key", key), ("origin", "https://shop.example")))
+    await harness.ingest.Track(request, metadata=(("x-api-key", key),))  # server-side senders send no Origin
+    await rejected(
+        harness.ingest.Track(request, metadata=(("x-api-key", key), ("origin", "https://evil.example"))),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert await harness.stored_messages() == 2
+
+
+async def test_client_stream_queues_everything_in_groups(harness: Harness) -> None:
+    site = await harness.new_site()
+    key = await create_key(harness, site, rate_limit_per_second=100_000, rate_limit_burst=100_000)
+
+    async def messages(total: int, bad_at: int | None = None) -> AsyncIterator[ingest_pb2.TrackStreamRequest]:
+        for start in range(0, total, 100):
+            events = [pageview(site.site_id, f"/s{start + i}") for i in range(100)]
+            if bad_at is not None and start <= bad_at < start + 100:
+                events[bad_at - start].path = "oops"
+            yield ingest_pb2.TrackStreamRequest(events=events)
+
+    reply = await harness.ingest.TrackStream(messages(2500), metadata=(("x-api-key", key),))
+    assert reply.accepted == 2500
+    events = await harness.stored_events()
+    assert len(events) == 2500 and len({e.path for e in events}) == 2500
+
+    fields = await rejected(
+        harness.ingest.TrackStream(messages(1500, bad_at=1234), metadata=(("x-api-key", key),)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert fields == {"events[1234].path": "must start with /"}
+    # The first full group of 1000 was queued before the bad one; the rest was not.
+    assert len(await harness.stored_events()) == 3500

@@ -1,0 +1,1 @@
+"""What the server derives from a request: device, bot flag, channel, client address, visitor id."""

@@ -1,0 +1,37 @@
+"""Applies what one request tells (client, user agent, country, origin) to its validated events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analytics.v1 import bus_pb2
+from ingest_service.enrich.referrer import channel, host_of
+from ingest_service.enrich.useragent import classify
+from ingest_service.enrich.visitor import visitor_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """Per-request facts. ``client_ip`` only feeds the visitor hash: it is never stored or logged."""
+
+    client_ip: str
+    user_agent: str
+    country: str
+    origin: str
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestInfo(user_agent={self.user_agent!r}, country={self.country!r}, origin={self.origin!r})"
+        )
+
+
+def enrich(event: bus_pb2.EnrichedEvent, info: RequestInfo, salt: bytes) -> None:
+    device = classify(info.user_agent)
+    event.browser = device.browser
+    event.os = device.os
+    event.device = device.device
+    event.is_bot = device.is_bot
+    event.country = info.country
+    page_host = host_of(event.url) or host_of(info.origin)
+    event.referrer_source = channel(event.referrer_host, page_host, event.utm_medium)
+    event.visitor_id = visitor_id(salt, event.site_id, event.user_id, info.client_ip, info.user_agent)
