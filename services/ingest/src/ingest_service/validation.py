@@ -115,6 +115,8 @@ def validate_event(
         language=event.language,
         properties=dict(event.properties),
     )
+    enriched.client_event_id = event_uuid is not None
+    enriched.server_time = not event.timestamp
     enriched.occurred_at.FromDatetime(occurred_at)
     enriched.received_at.FromDatetime(received_at)
     if parts is not None and parts.query:

@@ -56,13 +56,20 @@ def test_browsers_and_devices(user_agent: str, browser: str, os: str, device: st
         "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
         "HeadlessChrome/120.0 Safari/537.36",
-        "curl/8.4.0",
-        "python-requests/2.31.0",
     ],
 )
 def test_bots_are_flagged(user_agent: str) -> None:
     result = classify(user_agent)
     assert result.is_bot and result.device == "bot"
+
+
+@pytest.mark.parametrize(
+    "user_agent", ["curl/8.4.0", "python-requests/2.31.0", "Python/3.11 aiohttp/3.14.5", "Go-http-client/1.1"]
+)
+def test_server_side_senders_are_not_bots(user_agent: str) -> None:
+    # Backends sending events for their visitors use HTTP libraries; their page views count.
+    result = classify(user_agent)
+    assert not result.is_bot and result.device == "other"
 
 
 def test_each_user_agent_is_parsed_once() -> None:

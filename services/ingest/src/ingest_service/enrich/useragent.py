@@ -11,10 +11,14 @@ from ua_parser import parse
 
 MAX_USER_AGENT = 512
 
-# Signals of automation the crawler list does not cover (headless browsers, HTTP libraries).
-_AUTOMATION = re.compile(
-    r"headless|phantomjs|selenium|puppeteer|playwright|lighthouse|python-requests|python-urllib|aiohttp|"
-    r"httpx|go-http-client|okhttp|java/|libwww|wget|curl/|node-fetch|axios/",
+# Signals of automated browsing the crawler list does not cover.
+_AUTOMATION = re.compile(r"headless|phantomjs|selenium|puppeteer|playwright|lighthouse", re.IGNORECASE)
+# HTTP libraries: a site's backend sending events server-side, not a crawler. The crawler list
+# counts some of them as bots, which would silently drop every server-side page view.
+_HTTP_LIBRARY = re.compile(
+    r"^(curl|wget|python-requests|python-urllib|python/|aiohttp|httpx|go-http-client|okhttp|java/|axios|"
+    r"node-fetch|node|undici|got|ruby|faraday|php|guzzlehttp|libwww-perl|apache-httpclient|dart|grpc-|"
+    r"postmanruntime|insomnia)",
     re.IGNORECASE,
 )
 _TABLET = re.compile(r"ipad|tablet|kindle|silk/|playbook|(android(?!.*mobile))", re.IGNORECASE)
@@ -42,9 +46,16 @@ def classify(user_agent: str) -> Device:
     browser = result.user_agent.family if result.user_agent else ""
     os_family = result.os.family if result.os else ""
     device_family = result.device.family if result.device else ""
-    is_bot = device_family == "Spider" or crawleruseragents.is_crawler(ua) or bool(_AUTOMATION.search(ua))
+    library = bool(_HTTP_LIBRARY.match(ua))
+    is_bot = (
+        device_family == "Spider"
+        or bool(_AUTOMATION.search(ua))
+        or (not library and crawleruseragents.is_crawler(ua))
+    )
     if is_bot:
         device = "bot"
+    elif library:
+        device = "other"
     elif _TABLET.search(ua):
         device = "tablet"
     elif _MOBILE.search(ua):

@@ -1,0 +1,15 @@
+"""Entry point: python -m gateway_service."""
+
+import asyncio
+
+from analytics_observability import configure_logging
+
+from .server import serve
+from .settings import SettingsError, load_settings
+
+try:
+    settings = load_settings()
+except SettingsError as exc:
+    raise SystemExit(f"gateway: invalid settings: {exc}") from None
+configure_logging(settings.log_level, service="gateway")
+asyncio.run(serve(settings))
