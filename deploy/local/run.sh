@@ -42,7 +42,12 @@ for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
 done
 
 echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$ANALYTICS_NATS_PORT), auth, processor, ingest, query, gateway"
-honcho -f deploy/local/Procfile -d "$root" start &
+# Several ingest and gateway processes may share their ports (SO_REUSEPORT) on multi-core hosts.
+export ANALYTICS_INGEST_PROCESSES=${ANALYTICS_INGEST_PROCESSES:-1}
+export ANALYTICS_GATEWAY_PROCESSES=${ANALYTICS_GATEWAY_PROCESSES:-1}
+if [ "$ANALYTICS_GATEWAY_PROCESSES" -gt 1 ]; then export ANALYTICS_HTTP_REUSE_PORT=true; fi
+honcho -f deploy/local/Procfile -d "$root" start \
+  -c "ingest=$ANALYTICS_INGEST_PROCESSES,gateway=$ANALYTICS_GATEWAY_PROCESSES" &
 honcho_pid=$!
 stop() {
   trap - INT TERM

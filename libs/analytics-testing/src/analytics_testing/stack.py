@@ -148,6 +148,8 @@ class ServiceStack:
     internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: Mapping[str, str] = field(default_factory=dict)
     with_gateway: bool = True
+    # Extra processes per service sharing its port (SO_REUSEPORT), e.g. {"ingest": 2}.
+    replicas: Mapping[str, int] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     http_port: int = 0
@@ -188,9 +190,13 @@ class ServiceStack:
             env = dict(base)
             if name in self.addresses:
                 env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
-            process = ServiceProcess(name, module, env, self.log_dir / f"{name}.log")
-            process.start()
-            self.processes[name] = process
+            if name == "gateway" and self.replicas.get(name, 1) > 1:
+                env["ANALYTICS_HTTP_REUSE_PORT"] = "true"
+            for index in range(1, max(1, self.replicas.get(name, 1)) + 1):
+                instance = name if index == 1 else f"{name}.{index}"
+                process = ServiceProcess(instance, module, env, self.log_dir / f"{instance}.log")
+                process.start()
+                self.processes[instance] = process
         self.wait_ready(timeout_s)
 
     def wait_ready(self, timeout_s: float = 60.0, names: Sequence[str] | None = None) -> None:
@@ -210,9 +216,11 @@ class ServiceStack:
 
     def stop(self) -> None:
         # Edge first, then producers, then the consumer, so nothing is left half-done.
-        for name in ("gateway", "ingest", "query", "processor", "auth"):
-            if name in self.processes:
-                self.processes[name].stop()
+        order = ("gateway", "ingest", "query", "processor", "auth")
+        for name in order:
+            for instance, process in self.processes.items():
+                if instance.split(".")[0] == name:
+                    process.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
