@@ -21,7 +21,7 @@ fi
 step "python: installing pinned requirements (requirements/dev.txt)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off -r requirements/dev.txt
 step "python: generating protobuf code (make proto)"
-PYTHON=.venv/bin/python scripts/proto_codegen.sh
+PYTHON="$root/.venv/bin/python" scripts/proto_codegen.sh
 step "python: installing the repo's libs and services (editable)"
 mapfile -t pkgs < <(ls -d libs/*/ services/*/ | sed 's|/$||')
 args=()
