@@ -69,3 +69,8 @@ run: setup ## Run the whole system locally (HTTP on 127.0.0.1:8080)
 .PHONY: clean
 clean: ## Remove build outputs (keeps .data)
 	rm -rf build .tools .pytest_cache .mypy_cache .ruff_cache libs/analytics-proto/src/analytics
+
+.PHONY: bench
+bench: setup ## Benchmark throughput, latency and exactly-once on a fresh private stack (BENCH_SECONDS=30)
+	@command -v wrk >/dev/null || deploy/local/apt-install.sh wrk
+	@$(PY) -m bench

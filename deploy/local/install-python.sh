@@ -20,8 +20,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "python: installing pinned requirements (requirements/dev.txt)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off -r requirements/dev.txt
-step "python: generating protobuf code (make proto)"
-PYTHON="$root/.venv/bin/python" scripts/proto_codegen.sh
 step "python: installing the repo's libs and services (editable)"
 mapfile -t pkgs < <(ls -d libs/*/ services/*/ | sed 's|/$||')
 args=()

@@ -24,7 +24,7 @@ from ingest_service.publisher import GroupCommitPublisher, PublishError
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
 from ingest_service.settings import MAX_BATCH_EVENTS
-from ingest_service.validation import Limits, validate_event
+from ingest_service.validation import Limits, RequestClock, validate_event
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -137,10 +137,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if not api_key:
             raise unauthenticated()
         received_at = datetime.now(UTC)
+        clock = RequestClock(received_at)
         enriched: list[bus_pb2.EnrichedEvent] = []
         violations: list[FieldViolation] = []
         for index, event in enumerate(events):
-            result, problems = validate_event(event, prefix(index), received_at, self._limits)
+            result, problems = validate_event(event, prefix(index), clock, self._limits)
             violations.extend(problems)
             if result is not None:
                 enriched.append(result)

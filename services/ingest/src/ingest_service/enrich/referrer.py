@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 _SEARCH = (
@@ -55,6 +56,7 @@ _PAID_MEDIUMS = frozenset(
 )
 
 
+@lru_cache(maxsize=50_000)
 def host_of(url: str) -> str:
     if not url:
         return ""
@@ -75,6 +77,7 @@ def _matches(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=50_000)
 def channel(referrer_host: str, page_host: str, utm_medium: str) -> str:
     """The acquisition channel of a page view."""
     medium = utm_medium.lower()

@@ -1,0 +1,1 @@
+"""End-to-end and component throughput, latency and correctness benchmark (`make bench`)."""
