@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
@@ -36,25 +37,61 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         method = handler_call_details.method
         if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
             return handler
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(_checked_stream(handler.stream_unary), method),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+# Stands in for a request whose bytes are not a valid message, so the servicer wrapper can answer
+# INVALID_ARGUMENT instead of grpc's UNKNOWN with an internal exception name.
+_UNDECODABLE = object()
+
+
+def _undecodable() -> ServiceError:
+    return ServiceError.field("request", "is not a valid protobuf message of the expected type")
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _checked_stream(behaviour: Handler) -> Handler:
+    async def checked(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def messages() -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is _UNDECODABLE:
+                    raise _undecodable()
+                yield request
+
+        return await behaviour(messages(), context)
+
+    return checked
 
 
 def _request_id(context: Context) -> str:
@@ -70,6 +107,8 @@ def _wrap_unary(behaviour: Handler, method: str) -> Handler:
         structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
         code = grpc.StatusCode.OK
         try:
+            if request is _UNDECODABLE:
+                raise _undecodable()
             return await behaviour(request, context)
         except ServiceError as error:
             code = error.code
@@ -94,6 +133,8 @@ def _wrap_stream(behaviour: Handler, method: str) -> Handler:
         structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
         code = grpc.StatusCode.OK
         try:
+            if request is _UNDECODABLE:
+                raise _undecodable()
             async for response in behaviour(request, context):
                 yield response
         except ServiceError as error:

@@ -208,5 +208,6 @@ def create_app(gateway: Gateway, settings: Settings) -> web.Application:
     """An aiohttp application sending every path and method to the gateway."""
     # The gateway enforces its own limit while streaming the body; this only covers request.read().
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app.router.add_route("*", "/{path:.*}", gateway.handle)
+    # [\s\S] rather than . so that paths with encoded line breaks still reach the JSON 404.
+    app.router.add_route("*", r"/{path:[\s\S]*}", gateway.handle)
     return app

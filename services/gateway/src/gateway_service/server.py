@@ -18,6 +18,9 @@ __all__ = ["GatewayServer", "serve"]
 _log = structlog.stdlib.get_logger("gateway_service")
 
 
+MAX_HEADER_BYTES = 60 * 1024
+
+
 class GatewayServer:
     """The gateway bound to settings.http_host:http_port (0 picks a free port)."""
 
@@ -36,8 +39,14 @@ class GatewayServer:
         endpoints = build_endpoints(self._routes, self._pool, self._upstreams, settings)
         app = create_app(Gateway(settings, self._pool, endpoints), settings)
         # In-flight requests may take up to the upstream deadline; let them finish on shutdown.
+        # Envoy accepts request lines and headers up to 60 KiB; aiohttp's default is 8 KiB.
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=settings.upstream_timeout_s + 1.0
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=settings.upstream_timeout_s + 1.0,
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
         )
         await self._runner.setup()
         site = web.TCPSite(
