@@ -15,6 +15,22 @@ from nats.js.errors import NotFoundError
 log = structlog.get_logger("analytics.bus")
 
 EVENTS_SUBJECT = "analytics.events.v1"
+DEADLETTER_STREAM = "ANALYTICS_DEADLETTER"
+DEADLETTER_SUBJECT = "analytics.deadletter.events"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterConfig:
+    """Where messages the processor cannot store go, with headers saying why (analytics_bus.deadletter)."""
+
+    stream: str = DEADLETTER_STREAM
+    subject: str = DEADLETTER_SUBJECT
+    # Long enough for someone to look, fix and replay; the stream is small (only failures).
+    max_age_s: float = 30 * 24 * 3600.0
+    # Re-copying the same original message within this window (a crash between the copy and the
+    # term, several processors seeing one advisory) is dropped by JetStream.
+    duplicate_window_s: float = 600.0
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +46,27 @@ class BusConfig:
     max_age_s: float = 7 * 24 * 3600.0
     max_bytes: int = -1
     replicas: int = 1
+    # Without backoff_s, how long a delivered message may stay unacknowledged before redelivery.
     ack_wait_s: float = 60.0
     max_ack_pending: int = 20_000
+    # A message delivered this often without an ack is given up by the consumer: JetStream then
+    # publishes a MAX_DELIVERIES advisory, which the processor turns into a dead letter.
+    max_deliver: int = 10
+    # Redelivery delays after the 1st, 2nd, … unacknowledged delivery (the last one repeats). JetStream
+    # also uses the first one as the ack wait, so it must cover a batch's transaction; a processor
+    # that is alive but retrying calls in_progress() and never reaches it.
+    backoff_s: tuple[float, ...] = (60.0, 120.0, 300.0, 600.0)
+    deadletter: DeadLetterConfig = DeadLetterConfig()
+
+    @property
+    def advisory_subject(self) -> str:
+        """JetStream's advisory for messages of this consumer that exceeded max_deliver."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.consumer}"
+
+    @property
+    def advisory_stream(self) -> str:
+        """Stream that keeps those advisories, so none is lost while no processor is connected."""
+        return f"{self.stream}_MAX_DELIVERIES"
 
 
 async def connect(url: str, name: str, *, timeout_s: float = 60.0) -> Client:
@@ -69,35 +104,86 @@ async def connect(url: str, name: str, *, timeout_s: float = 60.0) -> Client:
 
 async def ensure_stream(js: JetStreamContext, config: BusConfig) -> None:
     """Creates the stream, or updates it to the configured limits."""
-    wanted = StreamConfig(
-        name=config.stream,
-        subjects=[config.subject],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        duplicate_window=config.duplicate_window_s,
-        max_age=config.max_age_s,
-        max_bytes=config.max_bytes,
-        num_replicas=config.replicas,
+    await _ensure(
+        js,
+        StreamConfig(
+            name=config.stream,
+            subjects=[config.subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=config.duplicate_window_s,
+            max_age=config.max_age_s,
+            max_bytes=config.max_bytes,
+            num_replicas=config.replicas,
+        ),
     )
-    try:
-        await js.stream_info(config.stream)
-    except NotFoundError:
-        await js.add_stream(wanted)
-        log.info("stream created", stream=config.stream)
-        return
-    await js.update_stream(wanted)
 
 
 async def ensure_consumer(js: JetStreamContext, config: BusConfig) -> None:
-    """Creates the durable pull consumer the processors share (idempotent)."""
+    """Creates the durable pull consumer the processors share, or updates it to the configuration.
+
+    Also declares the stream that captures its MAX_DELIVERIES advisories and a durable consumer on
+    it, so a message given up while every processor was down still becomes a dead letter later.
+    """
+    if config.backoff_s and config.max_deliver <= len(config.backoff_s):
+        raise ValueError("max_deliver must exceed the number of backoff steps")
     await js.add_consumer(
         config.stream,
         ConsumerConfig(
             durable_name=config.consumer,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=config.ack_wait_s,
+            ack_wait=config.backoff_s[0] if config.backoff_s else config.ack_wait_s,
+            backoff=list(config.backoff_s) or None,
+            max_deliver=config.max_deliver,
             max_ack_pending=config.max_ack_pending,
             filter_subject=config.subject,
         ),
     )
+    await _ensure(
+        js,
+        StreamConfig(
+            name=config.advisory_stream,
+            subjects=[config.advisory_subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=config.max_age_s,
+            num_replicas=config.replicas,
+        ),
+    )
+    await js.add_consumer(
+        config.advisory_stream,
+        ConsumerConfig(
+            durable_name=config.consumer,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30.0,
+        ),
+    )
+
+
+async def ensure_deadletter_stream(js: JetStreamContext, config: DeadLetterConfig) -> None:
+    """Creates the dead-letter stream, or updates it to the configured limits."""
+    await _ensure(
+        js,
+        StreamConfig(
+            name=config.stream,
+            subjects=[config.subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=config.duplicate_window_s,
+            max_age=config.max_age_s,
+            num_replicas=config.replicas,
+        ),
+    )
+
+
+async def _ensure(js: JetStreamContext, wanted: StreamConfig) -> None:
+    name = wanted.name or ""
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("stream created", stream=name)
+        return
+    await js.update_stream(wanted)

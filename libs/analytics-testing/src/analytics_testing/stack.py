@@ -169,6 +169,7 @@ class ServiceStack:
                 "ANALYTICS_AUTH_ADDR": self.addresses["auth"],
                 "ANALYTICS_INGEST_ADDR": self.addresses["ingest"],
                 "ANALYTICS_QUERY_ADDR": self.addresses["query"],
+                "ANALYTICS_PROCESSOR_ADDR": self.addresses["processor"],
                 "ANALYTICS_HTTP_HOST": "127.0.0.1",
                 "ANALYTICS_HTTP_PORT": str(self.http_port),
                 "ANALYTICS_LOG_LEVEL": "INFO",

@@ -21,6 +21,7 @@ ENV_HTTP_PORT = "ANALYTICS_HTTP_PORT"
 ENV_INGEST_ADDR = "ANALYTICS_INGEST_ADDR"
 ENV_QUERY_ADDR = "ANALYTICS_QUERY_ADDR"
 ENV_AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
+ENV_PROCESSOR_ADDR = "ANALYTICS_PROCESSOR_ADDR"
 ENV_MAX_BODY_BYTES = "ANALYTICS_HTTP_MAX_BODY_BYTES"
 ENV_UPSTREAM_TIMEOUT_S = "ANALYTICS_HTTP_UPSTREAM_TIMEOUT_S"
 ENV_CORS_ALLOW_ORIGINS = "ANALYTICS_CORS_ALLOW_ORIGINS"
@@ -31,6 +32,7 @@ ENV_LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 INGEST_SERVICE = "analytics.v1.IngestService"
 QUERY_SERVICE = "analytics.v1.QueryService"
 AUTH_SERVICE = "analytics.v1.AuthService"
+PROCESSOR_SERVICE = "analytics.v1.ProcessorService"
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -44,6 +46,7 @@ class Settings:
     ingest_addr: str = "127.0.0.1:50152"
     query_addr: str = "127.0.0.1:50153"
     auth_addr: str = "127.0.0.1:50151"
+    processor_addr: str = "127.0.0.1:50154"
     max_body_bytes: int = 2 * 1024 * 1024
     upstream_timeout_s: float = 10.0
     cors_allow_origins: tuple[str, ...] = ("*",)
@@ -61,6 +64,7 @@ class Settings:
             INGEST_SERVICE: self.ingest_addr,
             QUERY_SERVICE: self.query_addr,
             AUTH_SERVICE: self.auth_addr,
+            PROCESSOR_SERVICE: self.processor_addr,
         }
 
 
@@ -77,6 +81,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingest_addr=env.address(ENV_INGEST_ADDR, defaults.ingest_addr),
         query_addr=env.address(ENV_QUERY_ADDR, defaults.query_addr),
         auth_addr=env.address(ENV_AUTH_ADDR, defaults.auth_addr),
+        processor_addr=env.address(ENV_PROCESSOR_ADDR, defaults.processor_addr),
         max_body_bytes=env.int(ENV_MAX_BODY_BYTES, defaults.max_body_bytes, minimum=1),
         upstream_timeout_s=env.float(
             ENV_UPSTREAM_TIMEOUT_S, defaults.upstream_timeout_s, minimum=0.001, maximum=3600.0

@@ -90,6 +90,7 @@ def test_settings_defaults_and_overrides() -> None:
             "ANALYTICS_INGEST_ADDR": "ingest:1",
             "ANALYTICS_QUERY_ADDR": "query:2",
             "ANALYTICS_AUTH_ADDR": "auth:3",
+            "ANALYTICS_PROCESSOR_ADDR": "processor:4",
             "ANALYTICS_HTTP_MAX_BODY_BYTES": "1024",
             "ANALYTICS_HTTP_UPSTREAM_TIMEOUT_S": "2.5",
             "ANALYTICS_CORS_ALLOW_ORIGINS": "https://a.example, https://b.example",
@@ -104,6 +105,7 @@ def test_settings_defaults_and_overrides() -> None:
         "analytics.v1.IngestService": "ingest:1",
         "analytics.v1.QueryService": "query:2",
         "analytics.v1.AuthService": "auth:3",
+        "analytics.v1.ProcessorService": "processor:4",
     }
     assert (settings.max_body_bytes, settings.upstream_timeout_s, settings.log_level) == (1024, 2.5, "DEBUG")
     assert settings.reject_unknown_fields

@@ -117,6 +117,8 @@ def test_descriptor_set_yields_every_binding_and_skips_rpcs_without_rules() -> N
         ("GET", "/v1/sites/{site_id}/stats/daily"),
         ("GET", "/api/stats"),
         ("GET", "/stats"),
+        ("GET", "/v1/admin/dead-letters"),
+        ("POST", "/v1/admin/dead-letters:replay"),
     }
     assert all(route.method.name != "Authenticate" for route in routes.values())
     batch = routes[("POST", "/api/events/batch")]

@@ -1,8 +1,18 @@
-"""The pull loop: fetch batches, store them, ack only after the transaction commits."""
+"""The pull loop: fetch batches, store them, ack only after the transaction commits.
+
+Transient database errors never hand messages back: the batch stays in hand, its ack deadline is
+pushed out with in_progress(), and the transaction is retried with exponential backoff until the
+database answers (or the process is asked to stop, when the messages are released for
+redelivery). Messages that can never be stored go to the dead-letter stream and are terminated.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 import structlog
@@ -12,10 +22,38 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from analytics.v1 import bus_pb2
-from analytics_bus import BusConfig
-from processor_service.writer import EventWriter, rows_of
+from analytics_bus import BusConfig, deadletter
+from analytics_bus.deadletter import Reason
+from processor_service.live import LivePublisher
+from processor_service.writer import EventWriter, InvalidEvent, Row, WriteResult, rows_of
 
 log = structlog.get_logger("analytics.processor")
+
+# The database refused these rows themselves: retrying cannot help, but splitting the batch finds
+# the message that carries them.
+_REJECTED = (psycopg.DataError, psycopg.IntegrityError)
+# Lock contention between replicas (deadlock, serialization): retried at once, not an outage.
+_CONTENTION = psycopg.errors.TransactionRollback
+_ACK_ATTEMPTS = 5
+_ACK_TIMEOUT_S = 1.0
+
+
+class DatabaseHealth(Protocol):
+    """Told when writes start failing and when they work again (health NOT_SERVING / SERVING)."""
+
+    async def database_down(self, error: str) -> None: ...
+
+    async def database_up(self) -> None: ...
+
+
+class _Stopping(Exception):
+    """Raised inside a batch when the process stops while the database is still failing."""
+
+
+@dataclass(slots=True)
+class _InHand:
+    message: Msg
+    rows: list[Row]
 
 
 class Consumer:
@@ -27,16 +65,29 @@ class Consumer:
         *,
         fetch_batch: int,
         fetch_timeout_s: float,
-        retry_delay_s: float,
+        max_inflight: int = 2,
+        retry_delay_s: float = 0.25,
+        retry_max_delay_s: float = 5.0,
+        health: DatabaseHealth | None = None,
+        live: LivePublisher | None = None,
     ) -> None:
         self._js = js
         self._writer = writer
         self._bus = bus
         self._fetch_batch = fetch_batch
         self._fetch_timeout_s = fetch_timeout_s
+        self._max_inflight = max_inflight
         self._retry_delay_s = retry_delay_s
+        self._retry_max_delay_s = retry_max_delay_s
+        self._health = health
+        self._live = live
+        ack_wait_s = bus.backoff_s[0] if bus.backoff_s else bus.ack_wait_s
+        # in_progress() well before the ack deadline, so a slow or retried batch is never redelivered.
+        self._keepalive_s = max(0.5, ack_wait_s / 4)
         self._stopping = asyncio.Event()
+        self._failure: BaseException | None = None
         self.stored = 0
+        self.dead_lettered = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -46,40 +97,191 @@ class Consumer:
             self._bus.subject, durable=self._bus.consumer, stream=self._bus.stream
         )
         log.info("consuming", stream=self._bus.stream, consumer=self._bus.consumer)
-        while not self._stopping.is_set():
-            try:
-                messages = await subscription.fetch(self._fetch_batch, timeout=self._fetch_timeout_s)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except Exception as error:  # connection loss: the client reconnects by itself
-                log.warning("fetch failed", error=str(error) or type(error).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            await self._handle(messages)
+        # Up to max_inflight batches at once: one converts and copies in Python while the other's
+        # statements run in PostgreSQL, so both cores work.
+        slots = asyncio.Semaphore(self._max_inflight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None and self._failure is None:
+                self._failure = task.exception()
+                self._stopping.set()
+
+        try:
+            while not self._stopping.is_set():
+                await slots.acquire()
+                messages = await self._fetch(subscription) if not self._stopping.is_set() else []
+                if not messages:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._handle(messages), name="batch")
+                tasks.add(task)
+                task.add_done_callback(finished)
+        finally:
+            if tasks:
+                await asyncio.wait(set(tasks))
+            # An open pull subscription keeps the connection's drain waiting until its timeout.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return list(await subscription.fetch(self._fetch_batch, timeout=self._fetch_timeout_s))
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        except Exception as error:  # connection loss: the client reconnects by itself
+            log.warning("fetch failed", error=str(error) or type(error).__name__)
+            await asyncio.sleep(0.5)
+            return []
 
     async def _handle(self, messages: list[Msg]) -> None:
-        good: list[Msg] = []
-        batches: list[bus_pb2.EventBatch] = []
-        for message in messages:
-            try:
-                batch = bus_pb2.EventBatch.FromString(message.data)
-            except DecodeError:
-                log.error("undecodable message terminated", subject=message.subject, size=len(message.data))
-                await message.term()
-                continue
-            good.append(message)
-            batches.append(batch)
-        if not good:
+        keepalive = asyncio.create_task(self._keep_alive(messages), name="keepalive")
+        try:
+            in_hand: list[_InHand] = []
+            for message in messages:
+                try:
+                    batch = bus_pb2.EventBatch.FromString(message.data)
+                except DecodeError as error:
+                    await self._dead_letter(message, Reason.UNDECODABLE, f"not an EventBatch: {error}")
+                    continue
+                try:
+                    rows = rows_of([batch])
+                except InvalidEvent as error:
+                    await self._dead_letter(message, Reason.INVALID, str(error))
+                    continue
+                in_hand.append(_InHand(message, rows))
+            await self._store(in_hand)
+        finally:
+            keepalive.cancel()
+
+    async def _keep_alive(self, messages: Sequence[Msg]) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            # Acked or terminated messages ignore it; a failure here only means NATS is away.
+            await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
+
+    async def _store(self, in_hand: list[_InHand]) -> None:
+        if not in_hand:
             return
         try:
-            inserted = await self._writer.write(rows_of(batches))
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as error:
-            # Transient: hand the messages back with a delay; they are redelivered and, thanks to the
-            # idempotent insert, counted once whenever the database is back.
-            log.warning("database unavailable, retrying later", error=str(error).strip(), messages=len(good))
-            await asyncio.gather(*(m.nak(delay=self._retry_delay_s) for m in good))
-            await asyncio.sleep(self._retry_delay_s)
+            result = await self._write([row for item in in_hand for row in item.rows])
+        except _REJECTED as error:
+            if len(in_hand) == 1:
+                await self._dead_letter(in_hand[0].message, Reason.REJECTED, _first_line(error))
+                return
+            middle = len(in_hand) // 2
+            await self._store(in_hand[:middle])
+            await self._store(in_hand[middle:])
             return
-        await asyncio.gather(*(m.ack() for m in good))
-        self.stored += inserted
-        log.debug("batch stored", messages=len(good), inserted=inserted)
+        except _Stopping:
+            # Released for redelivery (to another replica, or to this one after the restart).
+            await asyncio.gather(*(item.message.nak() for item in in_hand), return_exceptions=True)
+            log.info("stopping: batch released unacknowledged", messages=len(in_hand))
+            return
+        await self._ack([item.message for item in in_hand])
+        self.stored += result.inserted
+        log.debug("batch stored", messages=len(in_hand), inserted=result.inserted, sessions=result.sessions)
+        if self._live is not None:
+            await self._live.publish(result.sites)
+
+    async def _ack(self, messages: list[Msg]) -> None:
+        """Acks confirmed by the server, retried across a short NATS outage.
+
+        An ack lost in a reconnect would otherwise leave the message pending until its ack wait
+        expires and it is redelivered (harmless, but the stream looks busy for a minute).
+        """
+        pending = messages
+        for attempt in range(_ACK_ATTEMPTS):
+            outcomes = await asyncio.gather(
+                *(m.ack_sync(timeout=_ACK_TIMEOUT_S) for m in pending), return_exceptions=True
+            )
+            failed = [
+                m for m, outcome in zip(pending, outcomes, strict=True) if isinstance(outcome, Exception)
+            ]
+            if not failed:
+                return
+            pending = failed
+            if attempt + 1 < _ACK_ATTEMPTS:
+                await asyncio.sleep(_ACK_TIMEOUT_S)
+        # Committed already: a redelivery is stored once, so this costs time, not correctness.
+        log.warning("acks not confirmed; those messages will be redelivered", messages=len(pending))
+
+    async def _write(self, rows: list[Row]) -> WriteResult:
+        delay = self._retry_delay_s
+        attempt = 0
+        while True:
+            try:
+                result = await self._writer.write(rows)
+            except _REJECTED:
+                raise
+            except psycopg.Error as error:
+                attempt += 1
+                message = _first_line(error)
+                if self._stopping.is_set():
+                    raise _Stopping from error
+                contention = isinstance(error, _CONTENTION)
+                if not contention and self._health is not None:
+                    await self._health.database_down(message)
+                log.warning(
+                    "database write failed, retrying",
+                    error=message,
+                    error_type=type(error).__name__,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    rows=len(rows),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    raise _Stopping from error
+                delay = min(delay * 2, self._retry_max_delay_s)
+                continue
+            if attempt:
+                log.info("database write succeeded after retrying", attempts=attempt + 1)
+            if self._health is not None:
+                await self._health.database_up()
+            return result
+
+    async def _dead_letter(self, message: Msg, reason: Reason, error: str) -> None:
+        metadata = message.metadata
+        try:
+            sequence = await deadletter.publish(
+                self._js,
+                self._bus.deadletter,
+                message.data,
+                reason=reason,
+                error=error,
+                original_stream=metadata.stream,
+                original_sequence=metadata.sequence.stream,
+                original_subject=message.subject,
+                deliveries=metadata.num_delivered,
+                original_msg_id=(message.headers or {}).get(deadletter.MSG_ID),
+            )
+        except Exception as failure:
+            # Not copied, so not terminated: it comes back and is tried again.
+            log.error(
+                "dead letter could not be stored",
+                reason=str(reason),
+                error=str(failure) or type(failure).__name__,
+                stream_sequence=metadata.sequence.stream,
+            )
+            return
+        await message.term()
+        self.dead_lettered += 1
+        log.warning(
+            "message dead-lettered",
+            reason=str(reason),
+            error=error,
+            stream_sequence=metadata.sequence.stream,
+            dead_letter_sequence=sequence,
+            size=len(message.data),
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,25 +1,60 @@
-"""Runs the processor: health over gRPC, the JetStream consumer, shutdown on SIGTERM."""
+"""Runs the processor: the JetStream consumer, dead letters, the admin RPCs, shutdown on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from analytics_bus import connect, ensure_consumer, ensure_stream
+import structlog
+
+from analytics.v1 import processor_pb2_grpc
+from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
+from analytics_grpc.auth_client import AuthClient
+from processor_service.admin import ProcessorServicer
+from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
+from processor_service.live import LivePublisher
 from processor_service.settings import Settings
 from processor_service.writer import EventWriter
 
 SCHEMA = "analytics"
 
+log = structlog.get_logger("analytics.processor")
+
+
+class ServingHealth:
+    """Health follows the database: NOT_SERVING while writes fail, SERVING once one commits."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self._up = True
+
+    async def database_down(self, error: str) -> None:
+        if self._up:
+            self._up = False
+            log.error("database unreachable: health NOT_SERVING until a write commits", error=error)
+            await self._server.set_not_serving()
+
+    async def database_up(self) -> None:
+        if not self._up:
+            self._up = True
+            log.info("database reachable again: health SERVING")
+            await self._server.set_serving()
+
 
 async def serve(settings: Settings) -> None:
     server = GrpcServer("processor", settings.grpc_listen)
+    auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
+    admin = ProcessorServicer(auth, settings.bus)
+    server.add(
+        processor_pb2_grpc.add_ProcessorServiceServicer_to_server, admin, "analytics.v1.ProcessorService"
+    )
     server.install_signal_handlers()
     await server.start()
-    pool = create_pool(settings.database_url, name="processor", max_size=4)
+    # One connection per batch in flight, plus one for a batch being retried while another starts.
+    pool = create_pool(settings.database_url, name="processor", max_size=settings.max_inflight + 1)
     nc = None
     try:
         await open_pool(pool)
@@ -28,26 +63,40 @@ async def serve(settings: Settings) -> None:
         nc = await connect(settings.nats_url, "processor")
         js = nc.jetstream()
         await ensure_stream(js, settings.bus)
+        await ensure_deadletter_stream(js, settings.bus.deadletter)
         await ensure_consumer(js, settings.bus)
+        admin.attach(js)
         consumer = Consumer(
             js,
-            EventWriter(pool),
+            EventWriter(pool, sessions=settings.sessions),
             settings.bus,
             fetch_batch=settings.fetch_batch,
             fetch_timeout_s=settings.fetch_timeout_s,
+            max_inflight=settings.max_inflight,
             retry_delay_s=settings.retry_delay_s,
+            retry_max_delay_s=settings.retry_max_delay_s,
+            health=ServingHealth(server),
+            live=LivePublisher(nc),
         )
-        task = asyncio.create_task(consumer.run(), name="consumer")
+        watcher = MaxDeliveriesWatcher(js, settings.bus)
+        tasks = {
+            asyncio.create_task(consumer.run(), name="consumer"),
+            asyncio.create_task(watcher.run(), name="max-deliveries"),
+        }
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        # Finish the batch in hand (its transaction and acks) before closing connections.
+        await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+        # Health NOT_SERVING and in-flight RPCs finished, then the batches in hand: committed and
+        # acked, or (database still down) released for redelivery.
         consumer.stop()
+        watcher.stop()
         await server.stop()
-        await task
         stop.cancel()
+        for task in tasks:
+            await task  # re-raises a crash of the consumer or the watcher: the process exits non-zero
     finally:
         if nc is not None:
             with contextlib.suppress(Exception):  # NATS may be gone; acks already sent or lost
                 await nc.drain()
+        await auth.close()
         await pool.close()

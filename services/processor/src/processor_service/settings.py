@@ -6,16 +6,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_bus import BusConfig
-from analytics_config import Env
+from analytics_config import Env, SettingsError
 
 GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
 DATABASE_URL = "ANALYTICS_DATABASE_URL"
 NATS_URL = "ANALYTICS_NATS_URL"
+AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
+AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
 FETCH_BATCH = "ANALYTICS_PROCESSOR_FETCH_BATCH"
 FETCH_TIMEOUT_S = "ANALYTICS_PROCESSOR_FETCH_TIMEOUT_S"
+MAX_INFLIGHT = "ANALYTICS_PROCESSOR_MAX_INFLIGHT"
 RETRY_DELAY_S = "ANALYTICS_PROCESSOR_RETRY_DELAY_S"
+RETRY_MAX_DELAY_S = "ANALYTICS_PROCESSOR_RETRY_MAX_DELAY_S"
+MAX_DELIVER = "ANALYTICS_PROCESSOR_MAX_DELIVER"
+REDELIVERY_BACKOFF_S = "ANALYTICS_PROCESSOR_REDELIVERY_BACKOFF_S"
+SESSIONS = "ANALYTICS_PROCESSOR_SESSIONS"
 MIGRATE_ON_START = "ANALYTICS_MIGRATE_ON_START"
 LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
+# Read by the dead-letter command line only (python -m processor_service.deadletters).
+PROCESSOR_ADDR = "ANALYTICS_PROCESSOR_ADDR"
+ADMIN_TOKEN = "ANALYTICS_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+def _seconds_list(env: Env, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    values: list[float] = []
+    for item in env.list(name, tuple(str(v) for v in default)):
+        try:
+            value = float(item)
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not a number of seconds") from None
+        if not 0.1 <= value <= 86_400:
+            raise SettingsError(f"{name}: {value} must be between 0.1 and 86400 seconds")
+        values.append(value)
+    if not values:
+        raise SettingsError(f"{name} must list at least one delay")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -23,24 +48,56 @@ class Settings:
     grpc_listen: str
     database_url: str
     nats_url: str
+    auth_addr: str
+    auth_cache_ttl_s: float
     bus: BusConfig
     fetch_batch: int
     fetch_timeout_s: float
+    max_inflight: int
     retry_delay_s: float
+    retry_max_delay_s: float
+    sessions: bool
     migrate_on_start: bool
     log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
+        defaults = BusConfig()
+        backoff = _seconds_list(env, REDELIVERY_BACKOFF_S, defaults.backoff_s)
+        max_deliver = env.int(MAX_DELIVER, defaults.max_deliver, minimum=2, maximum=1000)
+        if max_deliver <= len(backoff):
+            raise SettingsError(f"{MAX_DELIVER}={max_deliver} must exceed the {len(backoff)} backoff steps")
+        retry_delay_s = env.float(RETRY_DELAY_S, 0.25, minimum=0.01, maximum=60)
         return cls(
             grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
             database_url=env.str(DATABASE_URL),
             nats_url=env.str(NATS_URL),
-            bus=BusConfig(),
+            auth_addr=env.address(AUTH_ADDR, "auth:50051"),
+            auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
+            bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff),
             fetch_batch=env.int(FETCH_BATCH, 64, minimum=1, maximum=10_000),
             fetch_timeout_s=env.float(FETCH_TIMEOUT_S, 0.5, minimum=0.05, maximum=30),
-            retry_delay_s=env.float(RETRY_DELAY_S, 2.0, minimum=0.1, maximum=300),
+            max_inflight=env.int(MAX_INFLIGHT, 2, minimum=1, maximum=16),
+            retry_delay_s=retry_delay_s,
+            retry_max_delay_s=env.float(RETRY_MAX_DELAY_S, 5.0, minimum=retry_delay_s, maximum=300),
+            sessions=env.bool(SESSIONS, True),
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.str(LOG_LEVEL, "INFO"),
+        )
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    """Where the dead-letter command line finds the processor, and the admin credential it sends."""
+
+    processor_addr: str
+    admin_token: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CliSettings:
+        env = Env(environ)
+        return cls(
+            processor_addr=env.address(PROCESSOR_ADDR, "127.0.0.1:50051"),
+            admin_token=env.optional_str(ADMIN_TOKEN),
         )

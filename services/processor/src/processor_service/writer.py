@@ -1,16 +1,42 @@
-"""Writes decoded event batches to analytics.events: binary COPY to staging, then an idempotent insert."""
+"""Writes decoded event batches: binary COPY to staging, an idempotent insert, then sessions.
+
+Everything happens in one transaction per batch; the messages are acked only after it commits.
+"""
 
 from __future__ import annotations
 
+import json
+import struct
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+import psycopg
+import structlog
+from psycopg import AsyncConnection, AsyncCursor, postgres, sql
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Dumper
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
+from processor_service.sessions import (
+    FAST,
+    FEED_COLUMNS,
+    FEED_FILTER,
+    INPUT_TABLE,
+    LOCK,
+    LOCK_BUCKETS,
+    RETRY_LOCK_CLASS,
+    SESSION_GAP,
+    SLOW,
+    TEMP_TABLES,
+)
+
+log = structlog.get_logger("analytics.processor")
 
 # Column order shared by the staging COPY and the insert; types declared so COPY can be binary.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -44,27 +70,169 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("properties", "jsonb"),
 )
 _NAMES = ", ".join(name for name, _ in COLUMNS)
-_TYPES = [type_ for _, type_ in COLUMNS]
+# Rows carry one more value than analytics.events has columns: whether occurred_at is the server
+# receive time (EnrichedEvent.server_time). A client retry of such an event (same id, from the
+# client or from the first answer) has another time, so these rows are de-duplicated by
+# (site_id, event_id) alone, against copies stored from RETRY_WINDOW before the batch's earliest
+# such event on: a retry whose first attempt reached the bus follows within seconds or minutes
+# (the answer was lost), and a shorter window probes fewer chunks. Both copies carry the flag, so
+# whichever is stored first wins, in any delivery order.
+RETRY_WINDOW = timedelta(hours=1)
+_STAGING_TYPES = [type_ for _, type_ in COLUMNS] + ["bool"]
 _STAGING = "events_staging"
-_EMPTY_PROPERTIES = Jsonb({})
-_INSERT = f"INSERT INTO analytics.events ({_NAMES}) SELECT {_NAMES} FROM {_STAGING} ON CONFLICT DO NOTHING"  # noqa: S608
+_COPY = f"COPY {_STAGING} ({_NAMES}, retry_key) FROM STDIN (FORMAT BINARY)"
+_INSERT_SELECT = f"INSERT INTO analytics.events ({_NAMES}) SELECT {_NAMES} FROM {_STAGING}"  # noqa: S608
+
+
+def _summary(source: str) -> str:
+    """Per site, bot flag, kind and page-view path: rows, their time span, rows with a visitor."""
+    return f"""
+SELECT site_id, is_bot, kind, CASE WHEN kind = 1 AND NOT is_bot THEN path ELSE '' END AS path,
+       count(*)::int, min(time), max(time), (count(*) FILTER (WHERE visitor_id <> 0))::int
+  FROM {source}
+ GROUP BY 1, 2, 3, 4
+"""  # noqa: S608 - constants only
+
+
+# Optimistic path, for batches without a stored event (nearly all): a plain insert, cheaper than
+# ON CONFLICT with RETURNING; a unique violation rolls it back to a savepoint and the batch takes
+# the exact path below. Every staged row was inserted, so the summary and the session input come
+# straight from the staging table.
+_INSERT_ALL = _INSERT_SELECT
+_FEED_ALL = f"""
+WITH fed AS (INSERT INTO {INPUT_TABLE} SELECT {FEED_COLUMNS} FROM {_STAGING} WHERE {FEED_FILTER})
+{_summary(_STAGING)}"""  # noqa: S608 - constants only
+_SUMMARY_ALL = _summary(_STAGING)
+# Exact path: only the rows the insert really added come back, so what was stored before (a
+# redelivery) is neither announced live nor counted into sessions a second time.
+_INSERT_NEW = f"""
+WITH inserted AS ({_INSERT_SELECT} ON CONFLICT DO NOTHING RETURNING {FEED_COLUMNS}, is_bot),
+fed AS (INSERT INTO {INPUT_TABLE} SELECT {FEED_COLUMNS} FROM inserted WHERE {FEED_FILTER})
+{_summary("inserted")}"""  # noqa: S608 - constants only
+_INSERT_NEW_NO_SESSIONS = f"""
+WITH inserted AS (
+    {_INSERT_SELECT} ON CONFLICT DO NOTHING RETURNING site_id, is_bot, kind, path, time, visitor_id
+)
+{_summary("inserted")}"""
+# Server-timed rows whose event id is stored already, or staged already with an earlier time, are
+# dropped before the insert: the first copy stored wins.
+# Writers of server-timed rows take this lock from their check to their commit, so a copy being
+# inserted by another transaction is committed (and seen) before the check. Taken before the
+# session locks and never after them: no deadlock.
+_RETRY_LOCK = f"SELECT pg_advisory_xact_lock({RETRY_LOCK_CLASS}, 0)"
+_RETRY_START = f"SELECT min(time) FROM {_STAGING} WHERE retry_key"  # noqa: S608
+_DROP_STAGED_RETRIES = f"""
+WITH repeated AS (
+    SELECT site_id, event_id FROM {_STAGING} WHERE retry_key GROUP BY site_id, event_id HAVING count(*) > 1
+),
+copies AS (
+    SELECT s.ctid AS row_id, row_number() OVER (PARTITION BY s.site_id, s.event_id ORDER BY s.time) AS copy
+      FROM {_STAGING} s JOIN repeated USING (site_id, event_id)
+     WHERE s.retry_key
+)
+DELETE FROM {_STAGING} s USING copies c WHERE s.ctid = c.row_id AND c.copy > 1
+"""  # noqa: S608 - constants only
+# One index probe per flagged row: a nested loop, forced around the statement because a hash join
+# would read the whole chunk. Only a lower time bound: with a two-sided range and no statistics yet
+# on a new chunk, the planner rates the (site_id, time) index as good as the identity index and
+# scans a site's whole range per row; the lower bound alone still skips older chunks.
+_NESTED_LOOPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_ANY_JOIN = "RESET enable_hashjoin; RESET enable_mergejoin"
+_DROP_STORED_RETRIES = f"""
+DELETE FROM {_STAGING} s
+ WHERE s.retry_key
+   AND EXISTS (SELECT 1 FROM analytics.events e
+                WHERE e.site_id = s.site_id AND e.event_id = s.event_id AND e.time >= %(since)s)
+"""  # noqa: S608 - constants only
+# Chunks of analytics.events and analytics.sessions never analyzed yet, once they hold some rows.
+# Until a chunk has statistics the planner cannot tell the identity and session indexes from the
+# (site_id, time) ones and may scan a whole site's range per looked-up row; autovacuum analyzes a
+# new chunk only a minute or more later. So the writer analyzes it in the next batch (once per
+# chunk: from then on its estimates scale with its size).
+_FRESH_CHUNKS = """
+SELECT n.nspname, c.relname
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.inhparent IN ('analytics.events'::regclass, 'analytics.sessions'::regclass)
+   AND c.reltuples < 0
+   AND pg_relation_size(c.oid) >= 65536
+"""
+# After a conflict, this many batches go straight to the exact path: redeliveries come in runs.
+_EXACT_AFTER_CONFLICT = 8
+# Temp tables live as long as the pooled connection; ON COMMIT DELETE ROWS empties them after every
+# batch without a separate TRUNCATE round trip.
+_TEMP_TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS, "
+    f"retry_key boolean NOT NULL DEFAULT false) ON COMMIT DELETE ROWS; {TEMP_TABLES}"
+)
 
 Row = tuple[object, ...]
 
+# Rows carry uuids, timestamps and jsonb already in PostgreSQL's binary wire format (16 raw bytes,
+# int64 microseconds since 2000-01-01 UTC, version byte + JSON text), so the conversion from
+# protobuf builds neither uuid.UUID nor datetime objects: this loop runs once per event and is the
+# processor's hottest Python code. _RawBinary hands those bytes to the binary COPY as they are.
+_PG_EPOCH_S = 946_684_800
+# google.protobuf.Timestamp's valid range, 0001-01-01 to 9999-12-31: well inside timestamptz's.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_micros = struct.Struct(">q").pack
+_EMPTY_JSONB = b"\x01{}"
+_RAW_TYPES = ("uuid", "timestamptz", "jsonb")
 
-def _time(stamp: object) -> datetime:
-    seconds = stamp.seconds  # type: ignore[attr-defined]
-    nanos = stamp.nanos  # type: ignore[attr-defined]
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+
+class InvalidEvent(ValueError):
+    """An event that cannot be stored as it is; the message names the field."""
+
+
+class _RawBinary(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: Buffer) -> Buffer:
+        return obj
+
+
+_RAW_DUMPERS = tuple(
+    type(f"Raw{name.title()}Dumper", (_RawBinary,), {"oid": postgres.types[name].oid}) for name in _RAW_TYPES
+)
+
+
+def use_wire_format(adapters: AdaptersMap) -> None:
+    """Lets a binary COPY with COLUMNS' declared types take rows as to_row builds them."""
+    for dumper in _RAW_DUMPERS:
+        adapters.register_dumper(None, dumper)
+
+
+def _stamp(event: bus_pb2.EnrichedEvent, field_name: str) -> bytes:
+    if not event.HasField(field_name):
+        raise InvalidEvent(f"{field_name} is missing")
+    stamp = getattr(event, field_name)
+    seconds = stamp.seconds
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise InvalidEvent(f"{field_name} is out of range")
+    return _micros((seconds - _PG_EPOCH_S) * 1_000_000 + stamp.nanos // 1000)
+
+
+def _jsonb(properties: Mapping[str, str]) -> bytes:
+    return b"\x01" + json.dumps(dict(properties), separators=(",", ":")).encode()
 
 
 def to_row(event: bus_pb2.EnrichedEvent) -> Row:
+    """The event in COLUMNS order, then its retry flag; raises InvalidEvent when it cannot be stored."""
+    site_id = event.site_id
+    event_id = event.event_id
+    if len(site_id) != 16:
+        raise InvalidEvent("site_id must be 16 bytes")
+    if len(event_id) != 16:
+        raise InvalidEvent("event_id must be 16 bytes")
+    properties = event.properties
     return (
-        _time(event.occurred_at),
-        uuid.UUID(bytes=event.site_id),
-        uuid.UUID(bytes=event.event_id),
-        _time(event.received_at),
-        int(event.kind),
+        _stamp(event, "occurred_at"),
+        site_id,
+        event_id,
+        _stamp(event, "received_at"),
+        event.kind,
         event.name,
         event.path,
         event.url,
@@ -87,39 +255,161 @@ def to_row(event: bus_pb2.EnrichedEvent) -> Row:
         event.screen_width,
         event.screen_height,
         event.language,
-        Jsonb(dict(event.properties)) if event.properties else _EMPTY_PROPERTIES,
+        _jsonb(properties) if properties else _EMPTY_JSONB,
+        event.server_time,
     )
 
 
 def rows_of(batches: Iterable[bus_pb2.EventBatch]) -> list[Row]:
-    return [to_row(event) for batch in batches for event in batch.events]
+    """Rows of every event; raises InvalidEvent naming the first bad event's index and field."""
+    rows: list[Row] = []
+    for batch in batches:
+        for index, event in enumerate(batch.events):
+            try:
+                rows.append(to_row(event))
+            except InvalidEvent as error:
+                raise InvalidEvent(f"events[{index}].{error}") from None
+    return rows
+
+
+@dataclass(slots=True)
+class SiteActivity:
+    """What one committed transaction added for one site (bots excluded): feeds the live updates."""
+
+    events: int = 0
+    pageviews: int = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    paths: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: int, path: str, count: int, *, first_at: datetime, last_at: datetime) -> None:
+        self.events += count
+        if kind == bus_pb2.EVENT_KIND_PAGEVIEW:
+            self.pageviews += count
+            self.paths[path] = self.paths.get(path, 0) + count
+        if self.first_at is None or first_at < self.first_at:
+            self.first_at = first_at
+        if self.last_at is None or last_at > self.last_at:
+            self.last_at = last_at
+
+
+@dataclass(slots=True)
+class SessionCounts:
+    """Session rows written by one transaction, by path."""
+
+    extended: int = 0  # fast path: updated in place
+    created: int = 0  # fast path: inserted
+    slow_visitors: int = 0  # visitors routed to the slow path
+    updated: int = 0  # slow path
+    inserted: int = 0  # slow path
+    deleted: int = 0  # slow path: absorbed by a merge or re-started earlier
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """How many events were new and what happened to sessions, per committed transaction."""
+
+    inserted: int = 0
+    sessions: SessionCounts = field(default_factory=SessionCounts)
+    sites: dict[uuid.UUID, SiteActivity] = field(default_factory=dict)
 
 
 class EventWriter:
-    """Stores rows idempotently in one transaction; returns how many were new."""
+    """Stores rows idempotently and folds the new ones into sessions, in one transaction."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        sessions: bool = True,
+        session_gap: timedelta = SESSION_GAP,
+        lock_buckets: int = LOCK_BUCKETS,
+        connection_timeout_s: float = 5.0,
+    ) -> None:
         self._pool = pool
+        self._sessions = sessions
+        self._session_gap = session_gap
+        self._lock_buckets = lock_buckets
+        self._connection_timeout_s = connection_timeout_s
+        self._exact_batches = 0
+        # Connections whose temp tables exist (added only after a commit, so never a rolled-back CREATE).
+        self._prepared: weakref.WeakSet[AsyncConnection[Any]] = weakref.WeakSet()
 
-    async def write(self, rows: Sequence[Row]) -> int:
+    async def write(self, rows: Sequence[Row]) -> WriteResult:
+        result = WriteResult()
         if not rows:
-            return 0
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._ensure_staging(conn)
-            async with conn.cursor() as cur:
-                async with cur.copy(f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(_TYPES)
-                    for row in rows:
-                        await copy.write_row(row)
-                await cur.execute(_INSERT)
-                inserted = cur.rowcount
-            return inserted
+            return result
+        async with self._pool.connection(timeout=self._connection_timeout_s) as conn:
+            async with conn.transaction():
+                if conn not in self._prepared:
+                    await conn.execute(_TEMP_TABLES)
+                async with conn.cursor() as cur:
+                    use_wire_format(cur.adapters)
+                    async with cur.copy(_COPY) as copy:
+                        copy.set_types(_STAGING_TYPES)
+                        for row in rows:
+                            await copy.write_row(row)
+                    await self._analyze_fresh_chunks(cur)
+                    if any(row[-1] for row in rows):
+                        await self._drop_retries(cur)
+                    summary = await self._insert(conn, cur)
+                    feed = 0
+                    for site_id, is_bot, kind, path, count, first_at, last_at, visitors in summary:
+                        result.inserted += count
+                        if not is_bot:
+                            activity = result.sites.get(site_id)
+                            if activity is None:
+                                activity = result.sites[site_id] = SiteActivity()
+                            activity.add(kind, path, count, first_at=first_at, last_at=last_at)
+                            feed += visitors
+                    if self._sessions and feed:
+                        await self._sessionize(cur, result.sessions)
+            self._prepared.add(conn)
+        return result
 
     @staticmethod
-    async def _ensure_staging(conn: AsyncConnection[object]) -> None:
-        # A temp table lives as long as the pooled connection; ON COMMIT DELETE ROWS empties it
-        # after every batch without a separate TRUNCATE round trip.
-        await conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS) "
-            "ON COMMIT DELETE ROWS"
-        )
+    async def _analyze_fresh_chunks(cur: AsyncCursor[Any]) -> None:
+        await cur.execute(_FRESH_CHUNKS)
+        for schema, name in await cur.fetchall():
+            await cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+            log.info("analyzed a new chunk", chunk=f"{schema}.{name}")
+
+    async def _drop_retries(self, cur: AsyncCursor[Any]) -> None:
+        await cur.execute(_RETRY_LOCK)
+        await cur.execute(_RETRY_START)
+        start = await cur.fetchone()
+        if start is None or start[0] is None:
+            return
+        await cur.execute(_DROP_STAGED_RETRIES)
+        await cur.execute(_NESTED_LOOPS_ONLY)
+        # A literal bound lets the planner skip the chunks before it.
+        await cur.execute(_DROP_STORED_RETRIES, {"since": start[0] - RETRY_WINDOW})
+        await cur.execute(_ANY_JOIN)
+
+    async def _insert(self, conn: AsyncConnection[Any], cur: AsyncCursor[Any]) -> list[Any]:
+        """Moves the staged rows into analytics.events; returns the summary of what was new."""
+        if self._exact_batches > 0:
+            self._exact_batches -= 1
+        else:
+            try:
+                async with conn.transaction():
+                    await cur.execute(_INSERT_ALL)
+            except psycopg.errors.UniqueViolation:
+                self._exact_batches = _EXACT_AFTER_CONFLICT
+            else:
+                await cur.execute(_FEED_ALL if self._sessions else _SUMMARY_ALL)
+                return await cur.fetchall()
+        await cur.execute(_INSERT_NEW if self._sessions else _INSERT_NEW_NO_SESSIONS)
+        return await cur.fetchall()
+
+    async def _sessionize(self, cur: AsyncCursor[Any], counts: SessionCounts) -> None:
+        await cur.execute(LOCK, {"buckets": self._lock_buckets})
+        await cur.execute(FAST, {"gap": self._session_gap})
+        row = await cur.fetchone()
+        if row is not None:
+            counts.extended, counts.created, counts.slow_visitors = row
+        if counts.slow_visitors:
+            await cur.execute(SLOW, {"gap": self._session_gap})
+            row = await cur.fetchone()
+            if row is not None:
+                counts.updated, counts.inserted, counts.deleted = row

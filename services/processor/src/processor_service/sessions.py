@@ -1,0 +1,286 @@
+"""Set-based sessionization: folds the events a transaction inserted into analytics.sessions.
+
+Definition (also in migration 0002): per (site, visitor) with visitor_id <> 0 and is_bot = false, a
+session is a maximal run of events in time order whose consecutive events are at most SESSION_GAP
+apart. Ties are ordered by event_id, so the result never depends on arrival order.
+
+Per batch, whatever its size, the writer runs:
+
+1. the events insert, whose ``RETURNING`` rows (only those really added: a redelivered event is not
+   returned, so it can never be counted twice) fill the temp table ``session_input``;
+2. ``LOCK``: a transaction-scoped advisory lock per hash bucket of (site, visitor), taken in bucket
+   order, so replicas serialise on shared visitors without deadlocks and the lock table use per
+   transaction is bounded;
+3. ``FAST``: one aggregate row per visitor of the new events (no sort: first/last are min/max over
+   row-valued arrays) and a bounded index look-up of the stored sessions within ``gap`` of them. If
+   the new events span at most ``gap`` and either no session is near (INSERT one) or the only near
+   session ended before the first new event (UPDATE it in place, HOT: no indexed column changes),
+   the visitor is done. Everyone else is routed to ``session_slow``;
+4. ``SLOW``, only when step 3 routed someone: each new event is a one-event session and each near
+   stored session an aggregate; sorted by start, an island begins where the start is more than
+   ``gap`` after every earlier end. That is exact because a stored session has no internal gap above
+   ``gap``, so merging its aggregate equals merging its events. Islands holding new events replace
+   the sessions they absorbed: the one with the same start is updated, the others deleted, a new
+   start is inserted (rows never move between chunks).
+
+Every look-up is bounded below by ``min(new time) - gap - session_bounds.max_span``: a session that
+can absorb an event at t ends at or after t - gap, so it starts no earlier than that.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+SESSION_GAP = timedelta(minutes=30)
+# Advisory-lock buckets: bounded lock-table use per transaction whatever the batch size.
+LOCK_BUCKETS = 256
+# First keys of the writer's two-key advisory locks, apart from other users of advisory locks.
+_LOCK_CLASS = 0x5E55_0000
+RETRY_LOCK_CLASS = 0x5E55_0001
+
+INPUT_TABLE = "session_input"
+SLOW_TABLE = "session_slow"
+_HEAD = "referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, country, browser, os, device"
+_HEAD_NAMES = _HEAD.split(", ")
+INPUT_COLUMNS = (
+    "site_id uuid, visitor_id bigint, time timestamptz, event_id uuid, kind smallint, path text, "
+    + ", ".join(f"{name} text" for name in _HEAD_NAMES)
+)
+# Columns of analytics.events, in INPUT_COLUMNS order, copied from the insert's RETURNING rows.
+FEED_COLUMNS = f"site_id, visitor_id, time, event_id, kind, path, {_HEAD}"
+FEED_FILTER = "visitor_id <> 0 AND NOT is_bot"
+TEMP_TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {INPUT_TABLE} ({INPUT_COLUMNS}) ON COMMIT DELETE ROWS;"
+    f"CREATE TEMP TABLE IF NOT EXISTS {SLOW_TABLE} (site_id uuid, visitor_id bigint) ON COMMIT DELETE ROWS"
+)
+
+LOCK = f"""
+SELECT count(pg_advisory_xact_lock({_LOCK_CLASS}, bucket))
+  FROM (SELECT DISTINCT abs(hashtextextended(site_id::text, visitor_id) %% %(buckets)s)::int AS bucket
+          FROM {INPUT_TABLE}
+         ORDER BY 1) AS buckets
+"""  # noqa: S608 - constants only
+
+_BOUND = f"""bound AS MATERIALIZED (
+    SELECT (SELECT min(time) FROM {INPUT_TABLE}) - %(gap)s - max_span AS lower FROM analytics.session_bounds
+)"""  # noqa: S608 - constants only
+_HEAD_ROW = f"ROW(time, event_id, {_HEAD})::analytics.session_head"
+_OLD_HEAD = ", ".join("s." + name for name in _HEAD_NAMES)
+_MARK_ROW = "ROW(time, event_id, path)::analytics.session_mark"
+_SESSION_COLUMNS = (
+    "site_id, visitor_id, started_at, session_id, ended_at, pageviews, events, "
+    f"entry_path, entry_at, entry_event_id, exit_path, exit_at, exit_event_id, {_HEAD}"
+)
+
+
+def _session_values(start: str, end: str) -> str:
+    """SELECT list matching _SESSION_COLUMNS from a row with head, entry and exit marks."""
+    return (
+        f"site_id, visitor_id, {start}, (head).event_id, {end}, pageviews, events, "
+        "coalesce((entry).path, ''), (entry).at, (entry).event_id, "
+        "coalesce((exit).path, ''), (exit).at, (exit).event_id, "
+        + ", ".join(f"(head).{name}" for name in _HEAD_NAMES)
+    )
+
+
+FAST = f"""
+WITH {_BOUND},
+news AS (
+    SELECT site_id, visitor_id, min(time) AS lo, max(time) AS hi,
+           count(*)::int AS events, (count(*) FILTER (WHERE kind = 1))::int AS pageviews,
+           (min(ARRAY[{_HEAD_ROW}]))[1] AS head,
+           (min(ARRAY[{_MARK_ROW}]) FILTER (WHERE kind = 1))[1] AS entry,
+           (max(ARRAY[{_MARK_ROW}]) FILTER (WHERE kind = 1))[1] AS exit
+      FROM {INPUT_TABLE}
+     GROUP BY site_id, visitor_id
+),
+near AS (
+    SELECT n.site_id, n.visitor_id, count(*) AS sessions,
+           max(s.started_at) AS started_at, max(s.ended_at) AS ended_at
+      FROM news n
+      JOIN analytics.sessions s
+        ON s.site_id = n.site_id AND s.visitor_id = n.visitor_id
+       AND s.started_at >= (SELECT lower FROM bound)
+       AND s.started_at <= n.hi + %(gap)s
+       AND s.ended_at >= n.lo - %(gap)s
+     GROUP BY n.site_id, n.visitor_id
+),
+plan AS MATERIALIZED (
+    SELECT n.*, near.started_at AS old_start,
+           CASE WHEN n.hi - n.lo > %(gap)s THEN 'slow'
+                WHEN near.sessions IS NULL THEN 'new'
+                WHEN near.sessions = 1 AND near.ended_at < n.lo THEN 'extend'
+                ELSE 'slow' END AS route
+      FROM news n
+      LEFT JOIN near USING (site_id, visitor_id)
+),
+extended AS (
+    UPDATE analytics.sessions s
+       SET ended_at = p.hi,
+           pageviews = s.pageviews + p.pageviews,
+           events = s.events + p.events,
+           exit_path = coalesce((p.exit).path, s.exit_path),
+           exit_at = coalesce((p.exit).at, s.exit_at),
+           exit_event_id = coalesce((p.exit).event_id, s.exit_event_id),
+           entry_path = CASE WHEN s.entry_at IS NULL THEN coalesce((p.entry).path, '') ELSE s.entry_path END,
+           entry_at = coalesce(s.entry_at, (p.entry).at),
+           entry_event_id = coalesce(s.entry_event_id, (p.entry).event_id)
+      FROM plan p
+     WHERE p.route = 'extend'
+       AND s.site_id = p.site_id AND s.visitor_id = p.visitor_id AND s.started_at = p.old_start
+       AND s.started_at >= (SELECT lower FROM bound)
+    RETURNING s.ended_at - s.started_at AS span
+),
+created AS (
+    INSERT INTO analytics.sessions ({_SESSION_COLUMNS})
+    SELECT {_session_values("lo", "hi")} FROM plan WHERE route = 'new'
+    RETURNING ended_at - started_at AS span
+),
+slow AS (
+    INSERT INTO {SLOW_TABLE} (site_id, visitor_id)
+    SELECT site_id, visitor_id FROM plan WHERE route = 'slow'
+    RETURNING 1
+),
+widened AS (
+    UPDATE analytics.session_bounds b
+       SET max_span = w.span
+      FROM (SELECT max(span) AS span FROM (SELECT span FROM extended UNION ALL SELECT span FROM created) x) w
+     WHERE w.span > b.max_span
+)
+SELECT (SELECT count(*) FROM extended), (SELECT count(*) FROM created), (SELECT count(*) FROM slow)
+"""  # noqa: S608 - constants only
+
+SLOW = f"""
+WITH {_BOUND},
+news AS (
+    SELECT i.* FROM {INPUT_TABLE} i JOIN {SLOW_TABLE} USING (site_id, visitor_id)
+),
+visitors AS (
+    SELECT site_id, visitor_id, min(time) AS lo, max(time) AS hi FROM news GROUP BY site_id, visitor_id
+),
+items AS (
+    SELECT s.site_id, s.visitor_id, s.started_at, s.session_id AS first_id, s.ended_at,
+           ROW(s.started_at, s.session_id, {_OLD_HEAD})::analytics.session_head AS head,
+           ROW(s.entry_at, s.entry_event_id, s.entry_path)::analytics.session_mark AS entry,
+           ROW(s.exit_at, s.exit_event_id, s.exit_path)::analytics.session_mark AS exit,
+           s.entry_at IS NOT NULL AS has_pageview, s.pageviews, s.events, s.started_at AS old_start
+      FROM visitors v
+      JOIN analytics.sessions s
+        ON s.site_id = v.site_id AND s.visitor_id = v.visitor_id
+       AND s.started_at >= (SELECT lower FROM bound)
+       AND s.started_at <= v.hi + %(gap)s
+       AND s.ended_at >= v.lo - %(gap)s
+    UNION ALL
+    SELECT site_id, visitor_id, time, event_id, time, {_HEAD_ROW}, {_MARK_ROW}, {_MARK_ROW},
+           kind = 1, (kind = 1)::int, 1, NULL
+      FROM news
+),
+marked AS (
+    SELECT i.*,
+           coalesce(started_at - max(ended_at) OVER (
+               PARTITION BY site_id, visitor_id ORDER BY started_at, first_id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) > %(gap)s, true) AS starts_island
+      FROM items i
+),
+islands AS (
+    SELECT m.*,
+           count(*) FILTER (WHERE starts_island) OVER (
+               PARTITION BY site_id, visitor_id ORDER BY started_at, first_id ROWS UNBOUNDED PRECEDING
+           ) AS island
+      FROM marked m
+),
+merged AS MATERIALIZED (
+    SELECT site_id, visitor_id,
+           min(started_at) AS started_at,
+           max(ended_at) AS ended_at,
+           (min(ARRAY[head]))[1] AS head,
+           (min(ARRAY[entry]) FILTER (WHERE has_pageview))[1] AS entry,
+           (max(ARRAY[exit]) FILTER (WHERE has_pageview))[1] AS exit,
+           sum(pageviews)::int AS pageviews,
+           sum(events)::int AS events,
+           array_agg(old_start) FILTER (WHERE old_start IS NOT NULL) AS old_starts
+      FROM islands
+     GROUP BY site_id, visitor_id, island
+    HAVING bool_or(old_start IS NULL)
+),
+updated AS (
+    UPDATE analytics.sessions s
+       SET session_id = (m.head).event_id, ended_at = m.ended_at,
+           pageviews = m.pageviews, events = m.events,
+           entry_path = coalesce((m.entry).path, ''), entry_at = (m.entry).at,
+           entry_event_id = (m.entry).event_id,
+           exit_path = coalesce((m.exit).path, ''), exit_at = (m.exit).at,
+           exit_event_id = (m.exit).event_id,
+           {", ".join(f"{name} = (m.head).{name}" for name in _HEAD_NAMES)}
+      FROM merged m
+     WHERE s.site_id = m.site_id AND s.visitor_id = m.visitor_id AND s.started_at = m.started_at
+       AND m.started_at = ANY (m.old_starts)
+       AND s.started_at >= (SELECT lower FROM bound)
+    RETURNING 1
+),
+deleted AS (
+    DELETE FROM analytics.sessions s
+     USING (SELECT site_id, visitor_id, started_at, unnest(old_starts) AS old_start FROM merged) d
+     WHERE s.site_id = d.site_id AND s.visitor_id = d.visitor_id AND s.started_at = d.old_start
+       AND d.old_start <> d.started_at
+       AND s.started_at >= (SELECT lower FROM bound)
+    RETURNING 1
+),
+inserted AS (
+    INSERT INTO analytics.sessions ({_SESSION_COLUMNS})
+    SELECT {_session_values("started_at", "ended_at")}
+      FROM merged m
+     WHERE NOT (m.started_at = ANY (coalesce(m.old_starts, '{{}}')))
+    RETURNING 1
+),
+widened AS (
+    UPDATE analytics.session_bounds b
+       SET max_span = w.span
+      FROM (SELECT max(ended_at - started_at) AS span FROM merged) w
+     WHERE w.span > b.max_span
+)
+SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted), (SELECT count(*) FROM deleted)
+"""  # noqa: S608 - constants only
+
+# The definition applied from scratch to the sites' events: what the incremental path must equal.
+RECOMPUTE = f"""
+WITH e AS (
+    SELECT site_id, visitor_id, time, event_id, kind, path, {_HEAD},
+           coalesce(time - lag(time) OVER (PARTITION BY site_id, visitor_id ORDER BY time, event_id)
+                    > %(gap)s, true) AS starts_session
+      FROM analytics.events
+     WHERE visitor_id <> 0 AND NOT is_bot AND site_id = ANY (%(sites)s)
+),
+n AS (
+    SELECT e.*, count(*) FILTER (WHERE starts_session) OVER (
+               PARTITION BY site_id, visitor_id ORDER BY time, event_id ROWS UNBOUNDED PRECEDING) AS session
+      FROM e
+)
+SELECT site_id, visitor_id, min(time) AS started_at,
+       (array_agg(event_id ORDER BY time, event_id))[1] AS session_id,
+       max(time) AS ended_at,
+       count(*) FILTER (WHERE kind = 1)::int AS pageviews,
+       count(*)::int AS events,
+       coalesce((array_agg(path ORDER BY time, event_id) FILTER (WHERE kind = 1))[1], '') AS entry_path,
+       coalesce((array_agg(path ORDER BY time DESC, event_id DESC) FILTER (WHERE kind = 1))[1], '')
+           AS exit_path,
+       min(time) FILTER (WHERE kind = 1) AS entry_at,
+       (array_agg(event_id ORDER BY time, event_id) FILTER (WHERE kind = 1))[1] AS entry_event_id,
+       max(time) FILTER (WHERE kind = 1) AS exit_at,
+       (array_agg(event_id ORDER BY time DESC, event_id DESC) FILTER (WHERE kind = 1))[1] AS exit_event_id,
+       {", ".join(f"(array_agg({name} ORDER BY time, event_id))[1] AS {name}" for name in _HEAD_NAMES)},
+       extract(epoch FROM max(time) - min(time))::double precision AS duration_s,
+       count(*) FILTER (WHERE kind = 1) = 1 AND count(*) = 1 AS is_bounce
+  FROM n
+ GROUP BY site_id, visitor_id, session
+ ORDER BY site_id, visitor_id, started_at
+"""  # noqa: S608 - constants only
+
+# The same columns as the writer stored them, in the same order.
+STORED = f"""
+SELECT site_id, visitor_id, started_at, session_id, ended_at, pageviews, events, entry_path, exit_path,
+       entry_at, entry_event_id, exit_at, exit_event_id, {_HEAD}, duration_s, is_bounce
+  FROM analytics.sessions
+ WHERE site_id = ANY (%(sites)s)
+ ORDER BY site_id, visitor_id, started_at
+"""  # noqa: S608 - constants only

@@ -1,0 +1,227 @@
+"""Sessions kept by the writer equal a from-scratch recomputation, whatever the delivery order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg_pool import AsyncConnectionPool
+
+from analytics.v1 import bus_pb2
+from processor_service.sessions import RECOMPUTE, SESSION_GAP, STORED
+from processor_service.writer import EventWriter, rows_of
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
+PV = bus_pb2.EVENT_KIND_PAGEVIEW
+CUSTOM = bus_pb2.EVENT_KIND_CUSTOM
+
+
+def event(
+    site: uuid.UUID,
+    visitor: int,
+    minute: float,
+    path: str = "/",
+    *,
+    kind: int = PV,
+    is_bot: bool = False,
+    event_id: uuid.UUID | None = None,
+    referrer_host: str = "",
+) -> bus_pb2.EnrichedEvent:
+    made = bus_pb2.EnrichedEvent(
+        event_id=(event_id or uuid.uuid4()).bytes,
+        site_id=site.bytes,
+        kind=kind,
+        name="pageview" if kind == PV else "click",
+        path=path,
+        visitor_id=visitor,
+        is_bot=is_bot,
+        referrer_host=referrer_host,
+        country=f"C{visitor % 7}",
+        utm_source=path.strip("/"),
+    )
+    at = T0 + timedelta(minutes=minute)
+    made.occurred_at.FromDatetime(at)
+    made.received_at.FromDatetime(at)
+    return made
+
+
+async def write(writer: EventWriter, *events: bus_pb2.EnrichedEvent) -> Any:
+    return await writer.write(rows_of([bus_pb2.EventBatch(events=list(events))]))
+
+
+async def stored(pool: AsyncConnectionPool, *sites: uuid.UUID) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(STORED, {"sites": list(sites)})
+        return await cur.fetchall()
+
+
+async def recomputed(pool: AsyncConnectionPool, *sites: uuid.UUID) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(RECOMPUTE, {"sites": list(sites), "gap": SESSION_GAP})
+        return await cur.fetchall()
+
+
+async def sessions(pool: AsyncConnectionPool, site: uuid.UUID) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT visitor_id, session_id, started_at, ended_at, pageviews, events, entry_path, exit_path, "
+            "duration_s, is_bounce, referrer_host FROM analytics.sessions WHERE site_id = %s "
+            "ORDER BY visitor_id, started_at",
+            (site,),
+        )
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+async def test_in_order_events_extend_the_session_on_the_fast_path(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    first = event(site, 7, 0, "/a", referrer_host="search.example")
+    result = await write(writer, first)
+    assert (result.sessions.created, result.sessions.extended) == (1, 0)
+    result = await write(writer, event(site, 7, 10, "/b"), event(site, 7, 12, "/x", kind=CUSTOM))
+    assert (result.sessions.created, result.sessions.extended, result.sessions.slow_visitors) == (0, 1, 0)
+    result = await write(writer, event(site, 7, 41.5, "/c"))  # 29.5 minutes later: same session
+    assert result.sessions.extended == 1
+    result = await write(writer, event(site, 7, 72, "/d"))  # 30.5 minutes later: a new one
+    assert (result.sessions.created, result.sessions.extended) == (1, 0)
+    rows = await sessions(analytics_pool, site)
+    assert [(r["pageviews"], r["events"], r["entry_path"], r["exit_path"], r["is_bounce"]) for r in rows] == [
+        (3, 4, "/a", "/c", False),
+        (1, 1, "/d", "/d", True),
+    ]
+    assert rows[0]["session_id"] == uuid.UUID(bytes=first.event_id)
+    assert rows[0]["duration_s"] == 41.5 * 60
+    assert rows[0]["referrer_host"] == "search.example"
+    assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
+
+
+async def test_late_event_merges_two_sessions_and_an_early_one_moves_the_start(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    await write(writer, event(site, 1, 0, "/a"), event(site, 1, 50, "/b"))
+    assert len(await sessions(analytics_pool, site)) == 2
+    result = await write(writer, event(site, 1, 25, "/middle"))
+    assert (result.sessions.slow_visitors, result.sessions.updated, result.sessions.deleted) == (1, 1, 1)
+    rows = await sessions(analytics_pool, site)
+    assert [(r["pageviews"], r["entry_path"], r["exit_path"]) for r in rows] == [(3, "/a", "/b")]
+    early = event(site, 1, -20, "/early", kind=CUSTOM)
+    result = await write(writer, early)
+    assert (result.sessions.inserted, result.sessions.deleted) == (1, 1)
+    rows = await sessions(analytics_pool, site)
+    assert rows[0]["session_id"] == uuid.UUID(bytes=early.event_id)
+    assert (rows[0]["events"], rows[0]["pageviews"], rows[0]["entry_path"]) == (4, 3, "/a")
+    assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
+
+
+async def test_redelivery_bots_and_unknown_visitors_leave_sessions_alone(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    batch = [event(site, 3, 0), event(site, 3, 1, "/b"), event(site, 0, 2), event(site, 4, 3, is_bot=True)]
+    first = await write(writer, *batch)
+    assert first.inserted == 4
+    assert first.sessions.created == 1
+    again = await write(writer, *batch)
+    assert again.inserted == 0
+    assert again.sessions == type(again.sessions)()
+    assert again.sites == {}
+    rows = await sessions(analytics_pool, site)
+    assert [(r["visitor_id"], r["events"]) for r in rows] == [(3, 2)]
+
+
+async def test_a_backfilled_old_event_creates_an_old_session(analytics_pool: AsyncConnectionPool) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    await write(writer, event(site, 5, 0), event(site, 5, 3 * 24 * 60))
+    await write(writer, event(site, 5, 2 * 24 * 60), event(site, 5, 2 * 24 * 60 + 29))
+    rows = await sessions(analytics_pool, site)
+    assert [r["events"] for r in rows] == [1, 2, 1]
+    assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
+
+
+# Minutes on a coarse grid, so equal timestamps (ordered by event id) and exact 30-minute gaps occur.
+_minutes = st.integers(min_value=0, max_value=24).map(lambda m: m * 7.5)
+_events = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=2),  # visitor; 0 = unknown
+        _minutes,
+        st.sampled_from(["/", "/a", "/b", "/c"]),
+        st.sampled_from([PV, PV, CUSTOM]),
+        st.sampled_from([False, False, False, False, True]),  # occasionally a bot
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(specs=_events, seed=st.integers(min_value=0, max_value=2**32 - 1))
+async def test_incremental_sessions_equal_a_recomputation(
+    analytics_pool: AsyncConnectionPool, specs: list[tuple[int, float, str, int, bool]], seed: int
+) -> None:
+    rng = random.Random(seed)
+    sites = [uuid.uuid4(), uuid.uuid4()]
+    events = [
+        event(sites[i % 2], visitor, minute, path, kind=kind, is_bot=bot)
+        for i, (visitor, minute, path, kind, bot) in enumerate(specs)
+    ]
+    rng.shuffle(events)
+    batches: list[list[bus_pb2.EnrichedEvent]] = []
+    rest = list(events)
+    while rest:
+        size = rng.randint(1, max(1, len(rest)))
+        batches.append(rest[:size])
+        rest = rest[size:]
+    writer = EventWriter(analytics_pool)
+    delivered: list[list[bus_pb2.EnrichedEvent]] = []
+    for batch in batches:
+        delivered.append(batch)
+        await write(writer, *batch)
+        if rng.random() < 0.3:  # a redelivery of anything sent so far, possibly mixed with this batch
+            await write(writer, *rng.choice(delivered), *batch)
+    assert await stored(analytics_pool, *sites) == await recomputed(analytics_pool, *sites)
+
+
+async def test_concurrent_writers_on_the_same_visitors_stay_exact(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    rng = random.Random(7)
+    site = uuid.uuid4()
+    events = [
+        event(site, rng.randint(1, 5), rng.randint(0, 300), rng.choice(["/", "/x"])) for _ in range(600)
+    ]
+    batches = [events[i : i + 25] for i in range(0, len(events), 25)]
+    writers = [EventWriter(analytics_pool), EventWriter(analytics_pool)]
+
+    async def worker(writer: EventWriter, mine: list[list[bus_pb2.EnrichedEvent]]) -> None:
+        for batch in mine:
+            await write(writer, *batch)
+
+    # Every batch is written by both writers (a redelivery racing the original), in different orders.
+    await asyncio.gather(worker(writers[0], batches), worker(writers[1], batches[::-1]))
+    assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
+    async with analytics_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT count(*) FROM analytics.events WHERE site_id = %s), "
+            "(SELECT sum(events) FROM analytics.sessions WHERE site_id = %s)",
+            (site, site),
+        )
+        assert await cur.fetchone() == (600, 600)
