@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -101,55 +102,46 @@ def _request_id(context: Context) -> str:
     return uuid.uuid4().hex
 
 
+@contextlib.asynccontextmanager
+async def _observed(context: Context, method: str) -> AsyncIterator[None]:
+    """Binds the request id, turns failures into statuses and writes the RPC's one log line."""
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except ServiceError as error:
+        code = error.code
+        await context.abort_with_status(error.to_status())
+    except grpc.aio.AbortError:
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        log.exception("rpc failed")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    finally:
+        _log_rpc(code, started)
+        structlog.contextvars.unbind_contextvars("request_id", "rpc")
+
+
 def _wrap_unary(behaviour: Handler, method: str) -> Handler:
     async def wrapper(request: Any, context: Context) -> Any:
-        started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
-        code = grpc.StatusCode.OK
-        try:
+        async with _observed(context, method):
             if request is _UNDECODABLE:
                 raise _undecodable()
             return await behaviour(request, context)
-        except ServiceError as error:
-            code = error.code
-            await context.abort_with_status(error.to_status())
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("rpc failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        finally:
-            _log_rpc(code, started)
-            structlog.contextvars.unbind_contextvars("request_id", "rpc")
 
     return wrapper
 
 
 def _wrap_stream(behaviour: Handler, method: str) -> Handler:
     async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
-        code = grpc.StatusCode.OK
-        try:
+        async with _observed(context, method):
             if request is _UNDECODABLE:
                 raise _undecodable()
             async for response in behaviour(request, context):
                 yield response
-        except ServiceError as error:
-            code = error.code
-            await context.abort_with_status(error.to_status())
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("rpc failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        finally:
-            _log_rpc(code, started)
-            structlog.contextvars.unbind_contextvars("request_id", "rpc")
 
     return wrapper
 
