@@ -115,10 +115,9 @@ WITH inserted AS (
 )
 {_summary("inserted")}"""
 # Server-timed rows whose event id is stored already, or staged already with an earlier time, are
-# dropped before the insert: the first copy stored wins.
-# Writers of server-timed rows take this lock from their check to their commit, so a copy being
-# inserted by another transaction is committed (and seen) before the check. Taken before the
-# session locks and never after them: no deadlock.
+# dropped before the insert: the first copy stored wins. Writers of such rows hold this lock from
+# the check to their commit, so a copy another transaction is inserting is committed (and seen)
+# before the check. It is taken before the session locks, never after them: no deadlock.
 _RETRY_LOCK = f"SELECT pg_advisory_xact_lock({RETRY_LOCK_CLASS}, 0)"
 _RETRY_START = f"SELECT min(time) FROM {_STAGING} WHERE retry_key"  # noqa: S608
 _DROP_STAGED_RETRIES = f"""
@@ -148,7 +147,8 @@ DELETE FROM {_STAGING} s
 # Until a chunk has statistics the planner cannot tell the identity and session indexes from the
 # (site_id, time) ones and may scan a whole site's range per looked-up row; autovacuum analyzes a
 # new chunk only a minute or more later. So the writer analyzes it in the next batch (once per
-# chunk: from then on its estimates scale with its size).
+# chunk: from then on its estimates scale with its size), in oid order so that two writers never
+# wait for each other's ANALYZE locks in opposite orders.
 _FRESH_CHUNKS = """
 SELECT n.nspname, c.relname
   FROM pg_inherits i
@@ -157,6 +157,7 @@ SELECT n.nspname, c.relname
  WHERE i.inhparent IN ('analytics.events'::regclass, 'analytics.sessions'::regclass)
    AND c.reltuples < 0
    AND pg_relation_size(c.oid) >= 65536
+ ORDER BY c.oid
 """
 # After a conflict, this many batches go straight to the exact path: redeliveries come in runs.
 _EXACT_AFTER_CONFLICT = 8

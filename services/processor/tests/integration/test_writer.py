@@ -192,3 +192,24 @@ async def test_concurrent_copies_of_server_timed_events_are_stored_once(
             "SELECT count(*), count(DISTINCT event_id) FROM analytics.events WHERE site_id = %s", (site,)
         )
         assert await cur.fetchone() == (300, 300)
+
+
+async def test_a_new_chunk_is_analyzed_by_the_next_batch(
+    analytics_pool: AsyncConnectionPool, make_event: Any
+) -> None:
+    site = uuid.uuid4()
+    at = datetime(2031, 1, 2, 3, tzinfo=UTC)  # a day no other test writes: a chunk of its own
+    writer = EventWriter(analytics_pool)
+    for _ in range(2):
+        await writer.write(
+            rows_of([bus_pb2.EventBatch(events=[make_event(site, at=at) for _ in range(1000)])])
+        )
+    async with analytics_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.reltuples FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE i.inhparent = 'analytics.events'::regclass AND c.oid IN "
+            "(SELECT tableoid FROM analytics.events WHERE site_id = %s)",
+            (site,),
+        )
+        # Analyzed by the second batch before its insert: it saw the first batch only.
+        assert [row[0] for row in await cur.fetchall()] == [1000]
