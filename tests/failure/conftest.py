@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from analytics_testing.nats import LocalNats
-from analytics_testing.plugin import NatsFactory
-from analytics_testing.ports import free_port
+from analytics_testing.plugin import NatsFactory, PostgresFactory
 from analytics_testing.postgres import LocalPostgres, PostgresServer
 from analytics_testing.stack import ServiceStack
 
@@ -38,36 +37,6 @@ FAILURE_ENV: Mapping[str, str] = {
     "ANALYTICS_PROCESSOR_FETCH_TIMEOUT_S": "0.1",
     "ANALYTICS_PROCESSOR_RETRY_DELAY_S": "0.5",
 }
-
-
-class PostgresFactory:
-    """Starts private LocalPostgres clusters; stops them all at teardown."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        self._tmp = tmp_path_factory
-        self.servers: list[LocalPostgres] = []
-
-    def __call__(self, *, start: bool = True) -> LocalPostgres:
-        data_dir = self._tmp.mktemp("postgres-private") / "data"
-        server = LocalPostgres(data_dir, free_port(), durable=False)
-        self.servers.append(server)
-        if start:
-            server.start()
-        return server
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            server.stop()
-
-
-@pytest.fixture
-def postgres_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresFactory]:
-    """A callable returning a started private LocalPostgres; every one is stopped at teardown."""
-    factory = PostgresFactory(tmp_path_factory)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ __all__ = [
     "ENV_NATS_URL",
     "ENV_PROVIDER",
     "NatsFactory",
+    "PostgresFactory",
     "TestSettings",
     "open_nats",
     "open_postgres",
@@ -259,6 +260,36 @@ class NatsFactory:
 def nats_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsFactory]:
     """A callable returning a started private LocalNats (always local processes, whatever the provider)."""
     factory = NatsFactory(tmp_path_factory)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+class PostgresFactory:
+    """Starts private LocalPostgres clusters; stops them all at teardown."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self.servers: list[LocalPostgres] = []
+
+    def __call__(self, *, start: bool = True) -> LocalPostgres:
+        data_dir = self._tmp.mktemp("postgres-private") / "data"
+        server = LocalPostgres(data_dir, free_port(), durable=False)
+        self.servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def postgres_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresFactory]:
+    """A callable returning a started private LocalPostgres; every one is stopped at teardown."""
+    factory = PostgresFactory(tmp_path_factory)
     try:
         yield factory
     finally:
