@@ -1,4 +1,4 @@
-"""Two ingest processes share one port (SO_REUSEPORT); together they count exactly."""
+"""Two ingest and two gateway processes share their ports (SO_REUSEPORT); together they count exactly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import psycopg
 import pytest
@@ -23,12 +24,11 @@ def replicated_stack(postgres_server: Any, nats_factory: Any, tmp_path: Path) ->
     # A private NATS server: another stack's processor must not consume these events.
     nats = nats_factory()
     stack = ServiceStack(
-        database_url=postgres_server.create_database("e2e_replicas"),
+        database_url=postgres_server.create_database(f"e2e_replicas_{secrets.token_hex(4)}"),
         nats_url=nats.url,
         log_dir=tmp_path / "logs",
         admin_token=secrets.token_urlsafe(32),
-        with_gateway=False,
-        replicas={"ingest": 2},
+        replicas={"ingest": 2, "gateway": 2},
     )
     stack.start(timeout_s=90)
     yield stack
@@ -78,3 +78,34 @@ async def test_two_ingest_processes_share_the_port(replicated_stack: ServiceStac
             break
         await asyncio.sleep(0.1)
     assert row == (accepted, accepted)
+
+
+async def test_two_gateway_processes_share_the_port(replicated_stack: ServiceStack) -> None:
+    stack = replicated_stack
+    admin = {"Authorization": f"Bearer {stack.admin_token}"}
+    async with (
+        aiohttp.ClientSession(base_url=stack.http_url) as http,
+        http.post("/api/site/create", json={"name": "edge"}, headers=admin) as response,
+    ):
+        site = await response.json()
+
+    async def client(index: int) -> int:
+        # A fresh connection per client: the kernel spreads connections over the processes.
+        async with aiohttp.ClientSession(
+            base_url=stack.http_url, connector=aiohttp.TCPConnector(force_close=True)
+        ) as http:
+            payload = {"site_id": site["site_id"], "event_type": "pageview", "path": f"/edge/{index}"}
+            async with http.post(
+                "/api/event", json=payload, headers={"x-api-key": site["api_key"]}
+            ) as response:
+                return response.status
+
+    statuses = await asyncio.gather(*(client(i) for i in range(40)))
+    assert statuses == [200] * 40
+    served = [
+        process.log_path.read_text().count('"/api/event"')
+        for name, process in stack.processes.items()
+        if name.split(".")[0] == "gateway"
+    ]
+    assert len(served) == 2 and all(count > 0 for count in served), served
+    assert sum(served) == 40

@@ -9,10 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics_testing.fuzz import THROUGH_SERVICES
 
 pytestmark = [
     pytest.mark.e2e,
@@ -20,15 +21,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"),
 ]
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    database=None,  # no .hypothesis/ directory in the repository
-    # No shrinking: each attempt is a round trip through real services, and shrinking a failure
-    # costs minutes; the deterministic tests at the end name the failures found so far.
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+FUZZ = THROUGH_SERVICES
 MARK = "{MARK}"  # replaced by the request's unique path prefix when it is sent
 CONTROL = "".join(map(chr, [*range(32), 127]))
 # Documented limits (README: Event limits) that the oracle below relies on.

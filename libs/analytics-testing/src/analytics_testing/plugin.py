@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Generic, Literal, TypeVar, cast
 
 import psycopg
 import pytest
@@ -237,15 +237,21 @@ def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
 
 
-class NatsFactory:
-    """Starts private nats-servers for tests that stop, restart or break them; stops them all at teardown."""
+_S = TypeVar("_S", LocalNats, LocalPostgres)
+
+
+class _ServerFactory(Generic[_S]):
+    """Starts private servers for tests that stop, restart or break them; stops them all at teardown."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self._tmp = tmp_path_factory
-        self.servers: list[LocalNats] = []
+        self.servers: list[_S] = []
 
-    def __call__(self, *, start: bool = True) -> LocalNats:
-        server = LocalNats(self._tmp.mktemp("nats-private"), free_port())
+    def _make(self) -> _S:
+        raise NotImplementedError
+
+    def __call__(self, *, start: bool = True) -> _S:
+        server = self._make()
         self.servers.append(server)
         if start:
             server.start()
@@ -256,34 +262,28 @@ class NatsFactory:
             server.stop()
 
 
+class NatsFactory(_ServerFactory[LocalNats]):
+    """Private nats-servers (always local processes, whatever the provider)."""
+
+    def _make(self) -> LocalNats:
+        return LocalNats(self._tmp.mktemp("nats-private"), free_port())
+
+
+class PostgresFactory(_ServerFactory[LocalPostgres]):
+    """Private PostgreSQL+TimescaleDB clusters (throw-away: fsync off)."""
+
+    def _make(self) -> LocalPostgres:
+        return LocalPostgres(self._tmp.mktemp("postgres-private") / "data", free_port(), durable=False)
+
+
 @pytest.fixture
 def nats_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsFactory]:
-    """A callable returning a started private LocalNats (always local processes, whatever the provider)."""
+    """A callable returning a started private LocalNats; every one is stopped at teardown."""
     factory = NatsFactory(tmp_path_factory)
     try:
         yield factory
     finally:
         factory.stop_all()
-
-
-class PostgresFactory:
-    """Starts private LocalPostgres clusters; stops them all at teardown."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        self._tmp = tmp_path_factory
-        self.servers: list[LocalPostgres] = []
-
-    def __call__(self, *, start: bool = True) -> LocalPostgres:
-        data_dir = self._tmp.mktemp("postgres-private") / "data"
-        server = LocalPostgres(data_dir, free_port(), durable=False)
-        self.servers.append(server)
-        if start:
-            server.start()
-        return server
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            server.stop()
 
 
 @pytest.fixture
