@@ -1,6 +1,7 @@
 """Open-loop HTTP load at a fixed offered rate; latency counted from each request's scheduled send time.
 
-Runs as its own process (``python -m bench.openloop …``) so the benchmark's other work cannot delay it.
+Runs as its own process (``python -m bench.openloop …``) so the benchmark's other work cannot delay it,
+and without asyncio, so that it takes little of the CPU it shares with the stack it measures.
 Requests are sent on schedule whatever the answers do; a request waiting for a free connection is
 still timed from its scheduled moment, so a slow server cannot hide its queueing (no coordinated
 omission). Prints progress, writes the acknowledged event ids and a JSON summary.
@@ -9,16 +10,20 @@ omission). Prints progress, writes the acknowledged event ids and a JSON summary
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import re
+import selectors
+import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 _ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _READ_TIMEOUT_S = 10.0
+_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+_CLOSE = re.compile(rb"(?i)\r\nconnection:\s*close")
 _USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36"
@@ -46,101 +51,171 @@ def _quantile(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    loop = asyncio.get_running_loop()
+class _Connection:
+    """One keep-alive connection with at most one request in flight."""
+
+    __slots__ = ("buffer", "deadline", "index", "scheduled", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.index = -1
+        self.scheduled = 0.0
+        self.deadline = 0.0
+
+
+def _answer(buffer: bytearray) -> tuple[bytes, bytes] | None:
+    """(head, body) once the buffer holds a whole answer; None while more bytes are due."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end])
+    match = _LENGTH.search(head)
+    if match is None:
+        raise ValueError("answer without Content-Length")
+    length = int(match[1])
+    if len(buffer) < end + 4 + length:
+        return None
+    return head, bytes(buffer[end + 4 : end + 4 + length])
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """One thread, one selector, blocking sends of small requests: a few tens of µs of CPU each,
+    so the load generator takes little of the machine it measures."""
     warmup_n = int(args.rate * args.warmup)
     total = warmup_n + int(args.rate * args.seconds)
     requests = _requests(args, total)
-    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    selector = selectors.DefaultSelector()
+    idle: list[_Connection] = []
+    busy: set[_Connection] = set()
+    backlog: deque[int] = deque()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     acked: list[bytes] = []
     finished_flags = bytearray(total)
-    state = {"done": 0, "errors": 0, "connects": 0, "max_lag": 0.0, "last_finish": 0.0, "measured_ok": 0}
-
-    async def worker() -> None:
-        reader: asyncio.StreamReader | None = None
-        writer: asyncio.StreamWriter | None = None
-        while (item := await queue.get()) is not None:
-            index, scheduled = item
-            try:
-                if writer is None or reader is None:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(args.host, args.port), 5)
-                    state["connects"] += 1
-                writer.write(requests[index])
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
-                status = head[9:12].decode()
-                match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-                if match is None:
-                    raise ValueError("answer without Content-Length")
-                body = await asyncio.wait_for(reader.readexactly(int(match[1])), _READ_TIMEOUT_S)
-                finished = loop.time()
-                if re.search(rb"(?i)\r\nconnection:\s*close", head):
-                    writer.close()
-                    reader = writer = None
-            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as error:
-                finished_flags[index] = 1
-                if index >= warmup_n:
-                    # A failed request counts with the time it waited: a lower bound, never left out.
-                    latencies.append(loop.time() - scheduled)
-                state["errors"] += 1
-                statuses[type(error).__name__] = statuses.get(type(error).__name__, 0) + 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-                continue
-            finally:
-                state["done"] += 1
-            finished_flags[index] = 1
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == "200":
-                found = _ID.search(body)
-                if found:
-                    acked.append(found[0])
-            if index >= warmup_n:
-                latencies.append(finished - scheduled)
-                if status == "200":
-                    state["measured_ok"] += 1
-                    state["last_finish"] = max(state["last_finish"], finished)
-        if writer is not None:
-            writer.close()
-
-    workers = [asyncio.create_task(worker()) for _ in range(args.connections)]
-    start = loop.time() + 0.2
+    done = errors = connects = measured_ok = 0
+    max_lag = last_finish = 0.0
+    clock = time.monotonic
+    start = clock() + 0.2
+    measure_start = start + warmup_n / args.rate
     last_print, printed_done = start, 0
-    for index in range(total):
-        when = start + index / args.rate
-        delay = when - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        state["max_lag"] = max(state["max_lag"], loop.time() - when)
-        queue.put_nowait((index, when))
-        now = loop.time()
-        if now - last_print >= args.progress:
+
+    def close(connection: _Connection) -> None:
+        busy.discard(connection)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(connection.sock)
+        connection.sock.close()
+
+    def finish(connection: _Connection, status: str, finished: float) -> None:
+        nonlocal done, measured_ok, last_finish
+        done += 1
+        finished_flags[connection.index] = 1
+        statuses[status] = statuses.get(status, 0) + 1
+        if connection.index >= warmup_n:
+            latencies.append(finished - connection.scheduled)
+            if status == "200":
+                measured_ok += 1
+                last_finish = max(last_finish, finished)
+
+    def fail(connection: _Connection, error: str) -> None:
+        nonlocal errors
+        # A failed request counts with the time it waited: a lower bound, never left out.
+        errors += 1
+        finish(connection, error, clock())
+        close(connection)
+
+    def receive(connection: _Connection) -> None:
+        try:
+            data = connection.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("connection closed by the server")
+            connection.buffer += data
+            answer = _answer(connection.buffer)
+        except (OSError, ValueError) as error:
+            fail(connection, type(error).__name__)
+            return
+        if answer is None:
+            return
+        head, body = answer
+        status = head[9:12].decode()
+        if status == "200" and (found := _ID.search(body)):
+            acked.append(found[0])
+        finish(connection, status, clock())
+        if _CLOSE.search(head):
+            close(connection)
+            return
+        connection.buffer.clear()
+        busy.discard(connection)
+        idle.append(connection)
+
+    def send(index: int, now: float) -> None:
+        nonlocal connects
+        if idle:
+            connection = idle.pop()
+        else:
+            try:
+                sock = socket.create_connection((args.host, args.port), timeout=5)
+            except OSError as error:
+                connection = _Connection(socket.socket())
+                connection.index, connection.scheduled = index, start + index / args.rate
+                fail(connection, type(error).__name__)
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(sock)
+            selector.register(sock, selectors.EVENT_READ, connection)
+            connects += 1
+        connection.index, connection.scheduled = index, start + index / args.rate
+        connection.deadline = now + _READ_TIMEOUT_S
+        busy.add(connection)
+        try:
+            connection.sock.sendall(requests[index])
+        except OSError as error:
+            fail(connection, type(error).__name__)
+
+    next_index = 0
+    next_timeout_check = start
+    drain_deadline: float | None = None
+    send_end = start
+    while True:
+        now = clock()
+        while next_index < total and start + next_index / args.rate <= now:
+            max_lag = max(max_lag, now - (start + next_index / args.rate))
+            backlog.append(next_index)
+            next_index += 1
+        while backlog and (idle or len(busy) < args.connections):
+            send(backlog.popleft(), now)
+        if now >= next_timeout_check:
+            next_timeout_check = now + 0.1
+            for connection in [c for c in busy if c.deadline < now]:
+                fail(connection, "TimeoutError")
+        if now - last_print >= args.progress and next_index > 0:
             recent = sorted(latencies[-int(args.rate * args.progress) :])
             if not recent:
-                print(f"[http_latency] {now - start:6.1f}s sent={index + 1:,} (warming up)", flush=True)
-                last_print, printed_done = now, state["done"]
-                continue
-            print(
-                f"[http_latency] {now - start:6.1f}s sent={index + 1:,} answered={state['done']:,} "
-                f"({(state['done'] - printed_done) / (now - last_print):,.0f}/s) errors={state['errors']} "
-                f"recent p50={_quantile(recent, 0.5)} ms p99={_quantile(recent, 0.99)} ms",
-                flush=True,
-            )
-            last_print, printed_done = now, state["done"]
-    send_end = loop.time()
-    measure_start = start + warmup_n / args.rate
-    for _ in workers:
-        queue.put_nowait(None)
-    _, pending = await asyncio.wait(workers, timeout=_READ_TIMEOUT_S * 2 + 5)
-    for task in pending:
-        task.cancel()
-    gave_up = loop.time()
+                print(f"[http_latency] {now - start:6.1f}s sent={next_index:,} (warming up)", flush=True)
+            else:
+                print(
+                    f"[http_latency] {now - start:6.1f}s sent={next_index:,} answered={done:,} "
+                    f"({(done - printed_done) / (now - last_print):,.0f}/s) errors={errors} "
+                    f"recent p50={_quantile(recent, 0.5)} ms p99={_quantile(recent, 0.99)} ms",
+                    flush=True,
+                )
+            last_print, printed_done = now, done
+        if next_index >= total and not backlog:
+            if drain_deadline is None:
+                send_end = now
+                drain_deadline = now + _READ_TIMEOUT_S * 2 + 5
+            if not busy or now > drain_deadline:
+                break
+        wait = start + next_index / args.rate - now if next_index < total and not backlog else 0.05
+        for key, _ in selector.select(min(max(wait, 0.0), 0.05)):
+            receive(key.data)
+    gave_up = clock()
+    for connection in [*busy, *idle]:
+        close(connection)
     unanswered = [i for i in range(warmup_n, total) if not finished_flags[i]]
     # Requests never answered count as slow as the time they were still waiting (a lower bound).
     latencies.extend(gave_up - (start + i / args.rate) for i in unanswered)
-    await asyncio.to_thread(Path(args.ids).write_bytes, b"".join(i + b"\n" for i in acked))
+    Path(args.ids).write_bytes(b"".join(i + b"\n" for i in acked))
     ordered = sorted(latencies)
     measured = total - warmup_n
     return {
@@ -148,18 +223,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": args.seconds,
         "warmup_seconds": args.warmup,
         "sent": total,
-        "answered": state["done"],
+        "answered": done,
         "ok": statuses.get("200", 0),
         "statuses": statuses,
-        "errors": state["errors"],
-        "connections_opened": state["connects"],
+        "errors": errors,
+        "connections_opened": connects,
         "achieved_send_rps": round(total / (send_end - start), 1) if send_end > start else None,
-        "max_schedule_lag_ms": round(state["max_lag"] * 1000, 3),
+        "max_schedule_lag_ms": round(max_lag * 1000, 3),
         "measured": measured,
         "unanswered": len(unanswered),
         # Below the offered rate means the edge could not keep up: latencies then grow with the queue.
-        "answered_rps": round(state["measured_ok"] / (state["last_finish"] - measure_start), 1)
-        if state["last_finish"] > measure_start
+        "answered_rps": round(measured_ok / (last_finish - measure_start), 1)
+        if last_finish > measure_start
         else None,
         "timed": len(latencies),
         "p50_ms": _quantile(ordered, 0.50),
@@ -187,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     with contextlib.suppress(KeyboardInterrupt):
-        summary = asyncio.run(run(args))
+        summary = run(args)
         summary["wall_s"] = round(time.monotonic() - started, 3)
         Path(args.out).write_text(json.dumps(summary))
         return 0

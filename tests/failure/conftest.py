@@ -30,12 +30,14 @@ from analytics_testing.stack import ServiceStack
 # Short timeouts so a failure shows within a test's time budget:
 # - ingest gives up waiting for a PubAck after 1 s (→ UNAVAILABLE), so an outage is seen at once;
 # - auth answers are never cached, so every request exercises the auth path;
-# - the processor polls often, so "caught up" is reached quickly after a recovery.
+# - the processor polls often, so "caught up" is reached quickly after a recovery;
+# - an ack lost while NATS restarts is redelivered after 5 s instead of a minute (and stored once).
 FAILURE_ENV: Mapping[str, str] = {
     "ANALYTICS_PUBLISH_TIMEOUT_S": "1",
     "ANALYTICS_AUTH_CACHE_TTL_S": "0",
     "ANALYTICS_PROCESSOR_FETCH_TIMEOUT_S": "0.1",
     "ANALYTICS_PROCESSOR_RETRY_DELAY_S": "0.5",
+    "ANALYTICS_PROCESSOR_REDELIVERY_BACKOFF_S": "5",
 }
 
 

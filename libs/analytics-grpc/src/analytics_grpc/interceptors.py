@@ -27,15 +27,28 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
     never to the caller.
     """
 
+    def __init__(self) -> None:
+        # Wrapped handlers by method: built on a method's first call, then reused by every call.
+        self._wrapped: dict[str, Any] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, method: str) -> Any:
         if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
             return handler
         deserializer = _tolerant(handler.request_deserializer)

@@ -21,9 +21,38 @@ class PublishError(Exception):
 
 @dataclass(slots=True)
 class _Pending:
-    events: list[bus_pb2.EnrichedEvent]
-    size: int
+    encoded: bytes  # the caller's events as EventBatch.events fields, ready to concatenate
+    count: int
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+# EventBatch's fields as they appear on the wire: batch_id = 1 and events = 2, both length-delimited.
+_BATCH_ID_TAG = b"\x0a"
+_EVENT_TAG = b"\x12"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_events(events: list[bus_pb2.EnrichedEvent]) -> bytes:
+    """The events as EventBatch.events fields: each event is serialized once, by its own caller."""
+    parts: list[bytes] = []
+    for event in events:
+        data = event.SerializeToString()
+        parts += (_EVENT_TAG, _varint(len(data)), data)
+    return b"".join(parts)
+
+
+def encode_batch(batch_id: str, encoded_events: list[bytes]) -> bytes:
+    """An EventBatch, byte for byte what protobuf would write: fields concatenate on the wire."""
+    raw_id = batch_id.encode()
+    return b"".join((_BATCH_ID_TAG, _varint(len(raw_id)), raw_id, *encoded_events))
 
 
 class GroupCommitPublisher:
@@ -66,15 +95,15 @@ class GroupCommitPublisher:
         """Returns once JetStream has durably stored ``events``; raises PublishError otherwise."""
         if self._closed:
             raise PublishError("ingest is shutting down")
-        size = sum(event.ByteSize() + 4 for event in events)
-        pending = _Pending(events, size)
+        pending = _Pending(encode_events(events), len(events))
         self._queue.append(pending)
-        self._queued_bytes += size
-        self._queued_events += len(events)
+        self._queued_bytes += len(pending.encoded)
+        self._queued_events += pending.count
         self._wakeup.set()
         if self._queued_bytes >= self._max_bytes or self._queued_events >= self._max_events:
             self._full.set()
-        await asyncio.shield(pending.done)
+        # A cancelled caller cancels only its own future; _publish skips futures already done.
+        await pending.done
 
     async def _run(self) -> None:
         while True:
@@ -87,7 +116,8 @@ class GroupCommitPublisher:
             # Wait a moment for concurrent callers to join, unless the batch is already full.
             if self._max_delay_s > 0 and not self._full.is_set() and not self._closed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._max_delay_s)
+                    async with asyncio.timeout(self._max_delay_s):
+                        await self._full.wait()
             group = self._take()
             await self._slots.acquire()
             task = asyncio.create_task(self._publish(group))
@@ -99,11 +129,11 @@ class GroupCommitPublisher:
         size = events = 0
         while self._queue:
             nxt = self._queue[0]
-            if group and (size + nxt.size > self._max_bytes or events + len(nxt.events) > self._max_events):
+            if group and (size + len(nxt.encoded) > self._max_bytes or events + nxt.count > self._max_events):
                 break
             group.append(self._queue.pop(0))
-            size += nxt.size
-            events += len(nxt.events)
+            size += len(nxt.encoded)
+            events += nxt.count
         self._queued_bytes -= size
         self._queued_events -= events
         if self._queued_bytes < self._max_bytes and self._queued_events < self._max_events:
@@ -113,18 +143,16 @@ class GroupCommitPublisher:
     async def _publish(self, group: list[_Pending]) -> None:
         try:
             batch_id = uuid.uuid4().hex
-            batch = bus_pb2.EventBatch(batch_id=batch_id, events=[e for p in group for e in p.events])
+            count = sum(pending.count for pending in group)
             try:
                 await self._js.publish(
                     self._subject,
-                    batch.SerializeToString(),
+                    encode_batch(batch_id, [pending.encoded for pending in group]),
                     timeout=self._ack_timeout_s,
                     headers={"Nats-Msg-Id": batch_id},
                 )
             except Exception as error:
-                log.warning(
-                    "publish failed", error=str(error) or type(error).__name__, events=len(batch.events)
-                )
+                log.warning("publish failed", error=str(error) or type(error).__name__, events=count)
                 failure = PublishError("event queue unavailable, retry later")
                 for pending in group:
                     if not pending.done.done():

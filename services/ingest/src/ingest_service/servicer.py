@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import grpc
@@ -17,14 +16,14 @@ from analytics_grpc.errors import (
     unauthenticated,
     unavailable,
 )
-from analytics_grpc.metadata import Context, credential, metadata_value
+from analytics_grpc.metadata import Context, credential_in, metadata_map
 from ingest_service.enrich.client import ClientResolver
 from ingest_service.enrich.request import RequestInfo, enrich
 from ingest_service.publisher import GroupCommitPublisher, PublishError
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
 from ingest_service.settings import MAX_BATCH_EVENTS
-from ingest_service.validation import Limits, RequestClock, validate_event
+from ingest_service.validation import Limits, RequestClock, uuid_text, validate_event
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -49,7 +48,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def Track(self, request: ingest_pb2.TrackRequest, context: Context) -> ingest_pb2.TrackResponse:
         (event,) = await self._accept(context, [request.event], lambda _: "event.")
-        return ingest_pb2.TrackResponse(event_id=str(uuid.UUID(bytes=event.event_id)))
+        return ingest_pb2.TrackResponse(event_id=uuid_text(event.event_id))
 
     async def TrackBatch(
         self, request: ingest_pb2.TrackBatchRequest, context: Context
@@ -60,7 +59,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise ServiceError.field("events", f"must contain at most {MAX_BATCH_EVENTS} events")
         events = await self._accept(context, list(request.events), lambda i: f"events[{i}].")
         return ingest_pb2.TrackBatchResponse(
-            accepted=len(events), event_ids=[str(uuid.UUID(bytes=e.event_id)) for e in events]
+            accepted=len(events), event_ids=[uuid_text(e.event_id) for e in events]
         )
 
     async def TrackStream(
@@ -98,20 +97,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise unavailable("event queue unreachable")
         return ingest_pb2.GetHealthResponse(status="ok")
 
-    def _request_info(self, context: Context) -> RequestInfo:
-        address, proxied = self._clients.resolve(context.peer(), metadata_value(context, "x-forwarded-for"))
-        user_agent = metadata_value(context, "user-agent") or ""
+    def _request_info(self, context: Context, metadata: Mapping[str, str]) -> RequestInfo:
+        address, proxied = self._clients.resolve(context.peer(), metadata.get("x-forwarded-for"))
+        user_agent = metadata.get("user-agent") or ""
         country = ""
         if proxied:
             # Only a trusted proxy's word is taken for the browser's user agent and country.
-            user_agent = metadata_value(context, "x-forwarded-user-agent") or user_agent
+            user_agent = metadata.get("x-forwarded-user-agent") or user_agent
             if self._clients.country_header:
-                country = self._clients.country(metadata_value(context, self._clients.country_header))
+                country = self._clients.country(metadata.get(self._clients.country_header))
         return RequestInfo(
             client_ip=str(address) if address is not None else "",
             user_agent=user_agent,
             country=country,
-            origin=metadata_value(context, "origin") or "",
+            origin=metadata.get("origin") or "",
         )
 
     def _admit(self, principal: Principal, info: RequestInfo, cost: int) -> None:
@@ -133,7 +132,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def _accept(
         self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:
-        api_key = credential(context)
+        metadata = metadata_map(context)
+        api_key = credential_in(metadata)
         if not api_key:
             raise unauthenticated()
         received_at = datetime.now(UTC)
@@ -147,7 +147,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 enriched.append(result)
         if violations:
             raise ServiceError.invalid(violations)
-        info = self._request_info(context)
+        info = self._request_info(context, metadata)
         sites = sorted({event.site_id for event in events})
         for site_id in sites:
             principal = await self._auth.authenticate(api_key, site_id)

@@ -72,6 +72,7 @@ async def serve(settings: Settings) -> None:
             settings.bus,
             fetch_batch=settings.fetch_batch,
             fetch_timeout_s=settings.fetch_timeout_s,
+            fetch_linger_s=settings.fetch_linger_s,
             max_inflight=settings.max_inflight,
             retry_delay_s=settings.retry_delay_s,
             retry_max_delay_s=settings.retry_max_delay_s,

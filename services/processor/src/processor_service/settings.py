@@ -15,6 +15,7 @@ AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
 AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
 FETCH_BATCH = "ANALYTICS_PROCESSOR_FETCH_BATCH"
 FETCH_TIMEOUT_S = "ANALYTICS_PROCESSOR_FETCH_TIMEOUT_S"
+FETCH_LINGER_S = "ANALYTICS_PROCESSOR_FETCH_LINGER_S"
 MAX_INFLIGHT = "ANALYTICS_PROCESSOR_MAX_INFLIGHT"
 RETRY_DELAY_S = "ANALYTICS_PROCESSOR_RETRY_DELAY_S"
 RETRY_MAX_DELAY_S = "ANALYTICS_PROCESSOR_RETRY_MAX_DELAY_S"
@@ -53,6 +54,7 @@ class Settings:
     bus: BusConfig
     fetch_batch: int
     fetch_timeout_s: float
+    fetch_linger_s: float
     max_inflight: int
     retry_delay_s: float
     retry_max_delay_s: float
@@ -78,6 +80,7 @@ class Settings:
             bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff),
             fetch_batch=env.int(FETCH_BATCH, 64, minimum=1, maximum=10_000),
             fetch_timeout_s=env.float(FETCH_TIMEOUT_S, 0.5, minimum=0.05, maximum=30),
+            fetch_linger_s=env.float(FETCH_LINGER_S, 0.1, minimum=0, maximum=5),
             max_inflight=env.int(MAX_INFLIGHT, 2, minimum=1, maximum=16),
             retry_delay_s=retry_delay_s,
             retry_max_delay_s=env.float(RETRY_MAX_DELAY_S, 5.0, minimum=retry_delay_s, maximum=300),

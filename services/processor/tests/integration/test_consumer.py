@@ -181,6 +181,30 @@ async def test_two_consumers_share_the_durable_and_count_exactly(
     assert await count(analytics_pool, site, "sessions") == 1200
 
 
+async def test_a_trickle_of_messages_shares_transactions(
+    analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
+) -> None:
+    _, js = jetstream
+    site = uuid.uuid4()
+    consumer = consumer_for(analytics_pool, js, bus, fetch_batch=64, fetch_linger_s=0.5)
+    task = asyncio.create_task(consumer.run())
+    try:
+        # One small message every 20 ms, as group commit sends them under light load.
+        for n in range(12):
+            batch = bus_pb2.EventBatch(batch_id=str(n), events=[make_event(site, f"/trickle/{n}")])
+            await js.publish(bus.subject, batch.SerializeToString())
+            await asyncio.sleep(0.02)
+        await drained(js, bus)
+    finally:
+        consumer.stop()
+        await task
+
+    assert await count(analytics_pool, site) == 12
+    # The first fetch finds one message; the linger lets the other eleven gather for the next
+    # transaction or two, where without it nearly every message would be a transaction of its own.
+    assert consumer.transactions <= 3, consumer.transactions
+
+
 class FlakyWriter:
     """Fails the first ``failures`` writes as an unreachable database would, then writes for real."""
 

@@ -34,6 +34,20 @@ async def test_events_and_sessions_are_hypertables(analytics_pool: AsyncConnecti
         assert await cur.fetchall() == [("events",), ("sessions",)]
 
 
+async def test_no_time_only_index_costs_a_write_per_row(analytics_pool: AsyncConnectionPool) -> None:
+    async with analytics_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = 'analytics' "
+            "AND tablename IN ('events', 'sessions') ORDER BY 1, 2"
+        )
+        assert await cur.fetchall() == [
+            ("events", "events_identity"),
+            ("events", "events_site_time"),
+            ("sessions", "sessions_pkey"),
+            ("sessions", "sessions_site_time"),
+        ]
+
+
 async def test_writing_the_same_events_twice_stores_them_once(
     analytics_pool: AsyncConnectionPool, make_event: Any
 ) -> None:
