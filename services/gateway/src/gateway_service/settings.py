@@ -43,10 +43,10 @@ class Settings:
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    ingest_addr: str = "127.0.0.1:50152"
-    query_addr: str = "127.0.0.1:50153"
-    auth_addr: str = "127.0.0.1:50151"
-    processor_addr: str = "127.0.0.1:50154"
+    ingest_addr: str = "127.0.0.1:25152"
+    query_addr: str = "127.0.0.1:25153"
+    auth_addr: str = "127.0.0.1:25151"
+    processor_addr: str = "127.0.0.1:25154"
     max_body_bytes: int = 2 * 1024 * 1024
     upstream_timeout_s: float = 10.0
     cors_allow_origins: tuple[str, ...] = ("*",)
