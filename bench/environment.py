@@ -12,9 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_testing.nats import LocalNats
 from analytics_testing.ports import free_port
 from analytics_testing.postgres import LocalPostgres
@@ -71,21 +68,7 @@ class Environment:
             raise RuntimeError(f"component exited during the benchmark: {', '.join(dead)}")
 
     def create_site(self, name: str) -> Site:
-        admin = (("authorization", f"Bearer {self.stack.admin_token}"),)
-        with grpc.insecure_channel(self.stack.addresses["auth"]) as channel:
-            auth = auth_pb2_grpc.AuthServiceStub(channel)
-            site = auth.CreateSite(auth_pb2.CreateSiteRequest(name=name), metadata=admin, timeout=10)
-            key = auth.CreateApiKey(
-                auth_pb2.CreateApiKeyRequest(
-                    site_id=site.site_id,
-                    scopes=[auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ],
-                    rate_limit_per_second=1_000_000,
-                    rate_limit_burst=1_000_000,
-                ),
-                metadata=admin,
-                timeout=10,
-            )
-        return Site(name, site.site_id, key.api_key)
+        return Site(name, *self.stack.create_site(name))
 
     def log_tails(self, lines: int = 40) -> dict[str, str]:
         tails = {name: process.log_tail(lines) for name, process in self.stack.processes.items()}

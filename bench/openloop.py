@@ -54,13 +54,12 @@ def _quantile(ordered: list[float], q: float) -> float | None:
 class _Connection:
     """One keep-alive connection with at most one request in flight."""
 
-    __slots__ = ("buffer", "deadline", "index", "scheduled", "sock")
+    __slots__ = ("buffer", "deadline", "index", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.index = -1
-        self.scheduled = 0.0
         self.deadline = 0.0
 
 
@@ -106,23 +105,24 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             selector.unregister(connection.sock)
         connection.sock.close()
 
-    def finish(connection: _Connection, status: str, finished: float) -> None:
+    def finish(index: int, status: str, finished: float) -> None:
         nonlocal done, measured_ok, last_finish
         done += 1
-        finished_flags[connection.index] = 1
+        finished_flags[index] = 1
         statuses[status] = statuses.get(status, 0) + 1
-        if connection.index >= warmup_n:
-            latencies.append(finished - connection.scheduled)
+        if index >= warmup_n:
+            latencies.append(finished - (start + index / args.rate))
             if status == "200":
                 measured_ok += 1
                 last_finish = max(last_finish, finished)
 
-    def fail(connection: _Connection, error: str) -> None:
+    def fail(index: int, error: str, connection: _Connection | None = None) -> None:
         nonlocal errors
         # A failed request counts with the time it waited: a lower bound, never left out.
         errors += 1
-        finish(connection, error, clock())
-        close(connection)
+        finish(index, error, clock())
+        if connection is not None:
+            close(connection)
 
     def receive(connection: _Connection) -> None:
         try:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             connection.buffer += data
             answer = _answer(connection.buffer)
         except (OSError, ValueError) as error:
-            fail(connection, type(error).__name__)
+            fail(connection.index, type(error).__name__, connection)
             return
         if answer is None:
             return
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         status = head[9:12].decode()
         if status == "200" and (found := _ID.search(body)):
             acked.append(found[0])
-        finish(connection, status, clock())
+        finish(connection.index, status, clock())
         if _CLOSE.search(head):
             close(connection)
             return
@@ -156,21 +156,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             try:
                 sock = socket.create_connection((args.host, args.port), timeout=5)
             except OSError as error:
-                connection = _Connection(socket.socket())
-                connection.index, connection.scheduled = index, start + index / args.rate
-                fail(connection, type(error).__name__)
+                fail(index, type(error).__name__)
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(sock)
             selector.register(sock, selectors.EVENT_READ, connection)
             connects += 1
-        connection.index, connection.scheduled = index, start + index / args.rate
+        connection.index = index
         connection.deadline = now + _READ_TIMEOUT_S
         busy.add(connection)
         try:
             connection.sock.sendall(requests[index])
         except OSError as error:
-            fail(connection, type(error).__name__)
+            fail(index, type(error).__name__, connection)
 
     next_index = 0
     next_timeout_check = start
@@ -187,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if now >= next_timeout_check:
             next_timeout_check = now + 0.1
             for connection in [c for c in busy if c.deadline < now]:
-                fail(connection, "TimeoutError")
+                fail(connection.index, "TimeoutError", connection)
         if now - last_print >= args.progress and next_index > 0:
             recent = sorted(latencies[-int(args.rate * args.progress) :])
             if not recent:

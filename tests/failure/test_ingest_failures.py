@@ -25,7 +25,7 @@ import nats
 import psycopg
 import pytest
 
-from analytics.v1 import auth_pb2, auth_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_bus import BusConfig
 from analytics_testing.nats import LocalNats
 from analytics_testing.stack import ServiceStack
@@ -60,21 +60,7 @@ class Site:
 
 async def new_site(stack: ServiceStack) -> Site:
     """A site with a key whose rate limit never gets in the way of these tests."""
-    admin = (("authorization", f"Bearer {stack.admin_token}"),)
-    async with grpc.aio.insecure_channel(stack.addresses["auth"]) as channel:
-        auth = auth_pb2_grpc.AuthServiceStub(channel)
-        site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="failure"), metadata=admin, timeout=10)
-        key = await auth.CreateApiKey(
-            auth_pb2.CreateApiKeyRequest(
-                site_id=site.site_id,
-                scopes=[auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ],
-                rate_limit_per_second=1_000_000,
-                rate_limit_burst=1_000_000,
-            ),
-            metadata=admin,
-            timeout=10,
-        )
-    return Site(site.site_id, key.api_key)
+    return Site(*await asyncio.to_thread(stack.create_site, "failure"))
 
 
 def make_events(site: Site, path: str, count: int, *, timestamp: bool = True) -> list[events_pb2.Event]:

@@ -22,7 +22,7 @@ import grpc
 import psycopg
 import pytest
 
-from analytics.v1 import auth_pb2, auth_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_testing.nats import LocalNats
 from analytics_testing.ports import free_port
 from analytics_testing.postgres import PostgresServer
@@ -208,23 +208,7 @@ def property_stack(
 
 @pytest.fixture(scope="session")
 def sites(property_stack: ServiceStack) -> PropertySites:
-    admin = (("authorization", f"Bearer {property_stack.admin_token}"),)
-    made: list[tuple[str, str]] = []
-    with grpc.insecure_channel(property_stack.addresses["auth"]) as channel:
-        auth = auth_pb2_grpc.AuthServiceStub(channel)
-        for name in ("fuzz", "fuzz-other"):
-            site = auth.CreateSite(auth_pb2.CreateSiteRequest(name=name), metadata=admin, timeout=10)
-            key = auth.CreateApiKey(
-                auth_pb2.CreateApiKeyRequest(
-                    site_id=site.site_id,
-                    scopes=[auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ],
-                    rate_limit_per_second=1_000_000,
-                    rate_limit_burst=1_000_000,
-                ),
-                metadata=admin,
-                timeout=10,
-            )
-            made.append((site.site_id, key.api_key))
+    made = [property_stack.create_site(name) for name in ("fuzz", "fuzz-other")]
     return PropertySites(made[0][0], made[0][1], made[1][0], made[1][1])
 
 

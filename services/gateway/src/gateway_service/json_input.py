@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -15,16 +13,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import Message
 
+from .scalars import FLOAT_TEXT, INT_TEXT, SPECIAL_FLOATS, float_in_range, integer_range
+
 __all__ = ["JsonInputError", "JsonParser"]
 
 # json_format.ParseDict is general but costs several times more per field than these tables;
 # well-known types (Timestamp, Struct, Any, wrappers ...) still go through it.
 
 _Convert = Callable[[Any], Any]
-_INT_TEXT = re.compile(r"^-?[0-9]+$")
-_FLOAT_TEXT = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_FLOAT32_MAX = 3.4028234663852886e38
 
 _SCALAR, _MESSAGE, _WKT, _MAP, _DELEGATED_MAP = range(5)
 
@@ -51,8 +47,7 @@ def _type_name(value: Any) -> str:
 
 
 def _integer(bits: int, signed: bool) -> _Convert:
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    kind = f"a {bits}-bit integer" if signed else f"an unsigned {bits}-bit integer"
+    low, high, kind = integer_range(bits, signed)
 
     def convert(value: Any) -> int:
         if isinstance(value, bool):
@@ -61,7 +56,7 @@ def _integer(bits: int, signed: bool) -> _Convert:
             number = value
         elif isinstance(value, float) and value.is_integer():
             number = int(value)
-        elif isinstance(value, str) and _INT_TEXT.match(value):
+        elif isinstance(value, str) and INT_TEXT.match(value):
             number = int(value)  # proto3 JSON allows (and prints 64-bit) integers as strings
         else:
             raise ValueError(f"expected {kind}, got {value!r}")
@@ -77,13 +72,13 @@ def _floating(single: bool) -> _Convert:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(f"expected a number, got {_type_name(value)}")
         if isinstance(value, str):
-            special = _SPECIAL_FLOATS.get(value)
+            special = SPECIAL_FLOATS.get(value)
             if special is not None:
                 return special
-            if not _FLOAT_TEXT.match(value):
+            if not FLOAT_TEXT.match(value):
                 raise ValueError(f"expected a number, got {value!r}")
         number = float(value)
-        if math.isinf(number) or (single and abs(number) > _FLOAT32_MAX):
+        if not float_in_range(number, single):
             raise ValueError(f"{value} is out of range")
         return number
 

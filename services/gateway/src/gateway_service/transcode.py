@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,15 +18,12 @@ from google.protobuf.message import Message
 
 from .json_input import JsonInputError, JsonParser
 from .routes import PathTemplate, Variable
+from .scalars import FLOAT_TEXT, INT_TEXT, SPECIAL_FLOATS, float_in_range, integer_range
 
 __all__ = ["RequestDecoder", "ResponseEncoder", "TranscodeError", "decode_path_value"]
 
 _Converter = Callable[[str], Any]
 
-_INT = re.compile(r"^-?[0-9]+$")
-_FLOAT = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_FLOAT32_MAX = 3.4028234663852886e38
 # Escapes of RFC 6570 reserved characters, which multi-segment captures keep encoded.
 _RESERVED_ESCAPE = re.compile(r"(%(?:2[1346-9A-Ca-c]|2[Ff]|3[ABDFabdf]|40|5[BDbd]))")
 # Message types whose JSON form is one string, so a query parameter can carry them.
@@ -51,11 +47,10 @@ class TranscodeError(Exception):
 
 
 def _int_converter(bits: int, signed: bool) -> _Converter:
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    kind = f"a {bits}-bit integer" if signed else f"an unsigned {bits}-bit integer"
+    low, high, kind = integer_range(bits, signed)
 
     def convert(raw: str) -> int:
-        if not _INT.match(raw):
+        if not INT_TEXT.match(raw):
             raise ValueError(f"{raw!r} is not {kind}")
         value = int(raw)
         if not low <= value <= high:
@@ -67,13 +62,13 @@ def _int_converter(bits: int, signed: bool) -> _Converter:
 
 def _float_converter(single: bool) -> _Converter:
     def convert(raw: str) -> float:
-        special = _SPECIAL_FLOATS.get(raw)
+        special = SPECIAL_FLOATS.get(raw)
         if special is not None:
             return special
-        if not _FLOAT.match(raw):
+        if not FLOAT_TEXT.match(raw):
             raise ValueError(f"{raw!r} is not a number")
         value = float(raw)
-        if math.isinf(value) or (single and abs(value) > _FLOAT32_MAX):
+        if not float_in_range(value, single):
             raise ValueError(f"{raw} is out of range")
         return value
 
@@ -105,7 +100,7 @@ def _enum_converter(field: FieldDescriptor) -> _Converter:
         number = by_name.get(raw)
         if number is not None:
             return number
-        if _INT.match(raw):
+        if INT_TEXT.match(raw):
             return int(raw)
         raise ValueError(f"{raw!r} is not a value of {enum.full_name}")
 
