@@ -60,7 +60,7 @@ async def main() -> None:
         if not args.skip_raw:
             raw = await raw_rate(url, events)
             print(f"raw COPY       {raw:10.0f} rows/s", flush=True)
-        rate, stored = await drain(url, js, bus, args)
+        rate, stored = await drain(url, nc, js, bus, args)
         print(f"processor      {rate:10.0f} events/s  stored={stored}", flush=True)
     finally:
         await bench_writer.drop_database(args.admin_url, url)
@@ -92,12 +92,12 @@ async def raw_rate(url: str, events: list[bus_pb2.EnrichedEvent]) -> float:
 
 
 async def drain(
-    url: str, js: JetStreamContext, bus: BusConfig, args: argparse.Namespace
+    url: str, nc: nats.NATS, js: JetStreamContext, bus: BusConfig, args: argparse.Namespace
 ) -> tuple[float, int]:
     pool = create_pool(url, name="bench", max_size=args.max_inflight + 1)
     await open_pool(pool)
     consumer = Consumer(
-        js,
+        nc,
         EventWriter(pool, sessions=not args.no_sessions),
         bus,
         fetch_batch=args.fetch_batch,

@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env, SettingsError
-
-GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
-DATABASE_URL = "ANALYTICS_DATABASE_URL"
-ADMIN_TOKEN = "ANALYTICS_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a secret
-INTERNAL_TOKEN = "ANALYTICS_INTERNAL_TOKEN"  # noqa: S105 - the variable name, not a secret
-MIGRATE_ON_START = "ANALYTICS_MIGRATE_ON_START"
-LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
+from analytics_config.names import (
+    ADMIN_TOKEN,
+    DATABASE_URL,
+    GRPC_LISTEN,
+    INTERNAL_TOKEN,
+    LOG_LEVEL,
+    MIGRATE_ON_START,
+)
 
 MIN_ADMIN_TOKEN_LENGTH = 24
 

@@ -6,6 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env, SettingsError
+from analytics_config.names import AUTH_ADDR as ENV_AUTH_ADDR
+from analytics_config.names import INGEST_ADDR as ENV_INGEST_ADDR
+from analytics_config.names import LOG_LEVEL as ENV_LOG_LEVEL
+from analytics_config.names import PROCESSOR_ADDR as ENV_PROCESSOR_ADDR
+from analytics_config.names import QUERY_ADDR as ENV_QUERY_ADDR
 
 __all__ = [
     "AUTH_SERVICE",
@@ -18,16 +23,11 @@ __all__ = [
 
 ENV_HTTP_HOST = "ANALYTICS_HTTP_HOST"
 ENV_HTTP_PORT = "ANALYTICS_HTTP_PORT"
-ENV_INGEST_ADDR = "ANALYTICS_INGEST_ADDR"
-ENV_QUERY_ADDR = "ANALYTICS_QUERY_ADDR"
-ENV_AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
-ENV_PROCESSOR_ADDR = "ANALYTICS_PROCESSOR_ADDR"
 ENV_MAX_BODY_BYTES = "ANALYTICS_HTTP_MAX_BODY_BYTES"
 ENV_UPSTREAM_TIMEOUT_S = "ANALYTICS_HTTP_UPSTREAM_TIMEOUT_S"
 ENV_CORS_ALLOW_ORIGINS = "ANALYTICS_CORS_ALLOW_ORIGINS"
 ENV_REJECT_UNKNOWN_FIELDS = "ANALYTICS_HTTP_REJECT_UNKNOWN_FIELDS"
 ENV_REUSE_PORT = "ANALYTICS_HTTP_REUSE_PORT"
-ENV_LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 
 INGEST_SERVICE = "analytics.v1.IngestService"
 QUERY_SERVICE = "analytics.v1.QueryService"

@@ -17,6 +17,7 @@ from typing import Protocol
 import psycopg
 import structlog
 from google.protobuf.message import DecodeError
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -59,7 +60,7 @@ class _InHand:
 class Consumer:
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: Client,
         writer: EventWriter,
         bus: BusConfig,
         *,
@@ -72,9 +73,9 @@ class Consumer:
         health: DatabaseHealth | None = None,
         live: LivePublisher | None = None,
     ) -> None:
-        self._js = js
-        # The connection under the JetStream context: its flush() confirms a batch of acks.
-        self._nc = js._nc
+        # The connection's flush() confirms a batch of acks; JetStream pulls and dead letters.
+        self._nc = nc
+        self._js = nc.jetstream()
         self._writer = writer
         self._bus = bus
         self._fetch_batch = fetch_batch

@@ -67,7 +67,7 @@ async def serve(settings: Settings) -> None:
         await ensure_consumer(js, settings.bus)
         admin.attach(js)
         consumer = Consumer(
-            js,
+            nc,
             EventWriter(pool, sessions=settings.sessions),
             settings.bus,
             fetch_batch=settings.fetch_batch,

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,10 +37,10 @@ async def count(pool: AsyncConnectionPool, site: uuid.UUID, table: str = "events
     return int(row[0])
 
 
-def consumer_for(pool: AsyncConnectionPool, js: JetStreamContext, bus: BusConfig, **options: Any) -> Consumer:
+def consumer_for(pool: AsyncConnectionPool, nc: Client, bus: BusConfig, **options: Any) -> Consumer:
     options.setdefault("fetch_batch", 4)
     options.setdefault("fetch_timeout_s", 0.2)
-    return Consumer(js, EventWriter(pool), bus, retry_delay_s=0.05, retry_max_delay_s=0.2, **options)
+    return Consumer(nc, EventWriter(pool), bus, retry_delay_s=0.05, retry_max_delay_s=0.2, **options)
 
 
 async def run_until_drained(
@@ -61,7 +63,7 @@ async def dead_letters(js: JetStreamContext, bus: BusConfig) -> list[deadletter.
 async def test_consumer_stores_each_event_once_and_dead_letters_poison(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
     first = bus_pb2.EventBatch(batch_id="1", events=[make_event(site, f"/p{i}") for i in range(50)])
     old = bus_pb2.EventBatch(
@@ -82,7 +84,7 @@ async def test_consumer_stores_each_event_once_and_dead_letters_poison(
     await js.publish(bus.subject, nul.SerializeToString())
     await js.publish(bus.subject, sibling.SerializeToString())
 
-    consumer = consumer_for(analytics_pool, js, bus)
+    consumer = consumer_for(analytics_pool, nc, bus)
     await run_until_drained([consumer], js, bus, drained)
 
     assert await count(analytics_pool, site) == 52
@@ -127,7 +129,7 @@ async def test_live_updates_are_published_after_commit(
     )
     await js.publish(bus.subject, batch.SerializeToString())
     await js.publish(bus.subject, batch.SerializeToString())  # a redelivery: announces nothing
-    consumer = consumer_for(analytics_pool, js, bus, fetch_batch=1, live=LivePublisher(nc))
+    consumer = consumer_for(analytics_pool, nc, bus, fetch_batch=1, live=LivePublisher(nc))
     await run_until_drained([consumer], js, bus, drained)
     await nc.flush()
     for _ in range(50):
@@ -152,7 +154,7 @@ async def test_live_updates_are_published_after_commit(
 async def test_two_consumers_share_the_durable_and_count_exactly(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
     batches = []
     for b in range(60):
@@ -170,8 +172,8 @@ async def test_two_consumers_share_the_durable_and_count_exactly(
             await js.publish(bus.subject, batch.SerializeToString())
 
     consumers = [
-        consumer_for(analytics_pool, js, bus, fetch_batch=3),
-        consumer_for(analytics_pool, js, bus, fetch_batch=3),
+        consumer_for(analytics_pool, nc, bus, fetch_batch=3),
+        consumer_for(analytics_pool, nc, bus, fetch_batch=3),
     ]
     await run_until_drained(consumers, js, bus, drained)
 
@@ -184,9 +186,9 @@ async def test_two_consumers_share_the_durable_and_count_exactly(
 async def test_a_trickle_of_messages_shares_transactions(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
-    consumer = consumer_for(analytics_pool, js, bus, fetch_batch=64, fetch_linger_s=0.5)
+    consumer = consumer_for(analytics_pool, nc, bus, fetch_batch=64, fetch_linger_s=0.5)
     task = asyncio.create_task(consumer.run())
     try:
         # One small message every 20 ms, as group commit sends them under light load.
@@ -236,14 +238,14 @@ class Health:
 async def test_transient_errors_keep_the_batch_in_hand_until_the_write_works(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
     await js.publish(bus.subject, bus_pb2.EventBatch(events=[make_event(site)]).SerializeToString())
     # 12 failures x 0.2 s exceed the 2 s ack wait: only in_progress() prevents a redelivery.
     writer = FlakyWriter(EventWriter(analytics_pool), failures=12)
     health = Health()
     consumer = Consumer(
-        js,
+        nc,
         writer,
         bus,
         fetch_batch=1,
@@ -260,14 +262,73 @@ async def test_transient_errors_keep_the_batch_in_hand_until_the_write_works(
     assert health.events == ["down"] * 12 + ["up"]
 
 
+class AcksLost:
+    """The consumer's view of a connection that breaks between a batch's plain acks and their flush.
+
+    The plain acks never reach the server (the test replaces Msg.ack) and the flush fails; the
+    first ``failing`` confirmed ack requests time out, as while the client reconnects.
+    """
+
+    def __init__(self, nc: Client, failing: int = 0) -> None:
+        self._nc = nc
+        self._failing = failing
+        self.requests = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nc, name)
+
+    async def flush(self, timeout: float = 0) -> None:  # noqa: ASYNC109 - nats-py's signature
+        raise ConnectionClosedError
+
+    async def request(self, subject: str, payload: bytes, timeout: float = 0) -> Msg:  # noqa: ASYNC109
+        self.requests += 1
+        if self.requests <= self._failing:
+            raise NatsTimeoutError
+        return await self._nc.request(subject, payload, timeout=timeout)
+
+
+@pytest.mark.parametrize("failing", [0, 3], ids=["confirmed-at-once", "after-a-failed-round"])
+async def test_acks_lost_before_their_flush_are_sent_again_as_confirmed_requests(
+    *,
+    analytics_pool: AsyncConnectionPool,
+    jetstream: JS,
+    bus: BusConfig,
+    make_event: Any,
+    drained: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: int,
+) -> None:
+    nc, js = jetstream
+    site = uuid.uuid4()
+    for n in range(3):
+        batch = bus_pb2.EventBatch(batch_id=str(n), events=[make_event(site, f"/lost-ack/{n}")])
+        await js.publish(bus.subject, batch.SerializeToString())
+
+    async def lost(message: Msg) -> None:
+        return None
+
+    monkeypatch.setattr(Msg, "ack", lost)
+    connection = AcksLost(nc, failing=failing)
+    consumer = Consumer(connection, EventWriter(analytics_pool), bus, fetch_batch=8, fetch_timeout_s=0.2)  # type: ignore[arg-type]
+    await run_until_drained([consumer], js, bus, drained)
+
+    assert await count(analytics_pool, site) == 3
+    assert consumer.transactions == 1
+    # Every ack went out as a request (a failed round once more); without them the three
+    # messages would still be pending and come back after the 2 s ack wait.
+    assert connection.requests == 3 + failing
+    info = await js.consumer_info(bus.stream, bus.consumer)
+    assert (info.num_ack_pending, info.num_redelivered) == (0, 0)
+
+
 async def test_stopping_while_retrying_releases_the_batch_for_redelivery(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
     await js.publish(bus.subject, bus_pb2.EventBatch(events=[make_event(site)]).SerializeToString())
     failing = Consumer(
-        js, FlakyWriter(EventWriter(analytics_pool), failures=10**6), bus, fetch_batch=1, fetch_timeout_s=0.2
+        nc, FlakyWriter(EventWriter(analytics_pool), failures=10**6), bus, fetch_batch=1, fetch_timeout_s=0.2
     )
     task = asyncio.create_task(failing.run())
     for _ in range(200):  # until the batch is in hand and being retried
@@ -278,14 +339,14 @@ async def test_stopping_while_retrying_releases_the_batch_for_redelivery(
     await task
     assert failing.stored == 0
     # Released, not lost: the next consumer gets it at once and stores it.
-    await run_until_drained([consumer_for(analytics_pool, js, bus)], js, bus, drained)
+    await run_until_drained([consumer_for(analytics_pool, nc, bus)], js, bus, drained)
     assert await count(analytics_pool, site) == 1
 
 
 async def test_a_message_past_max_deliveries_becomes_a_dead_letter_and_replays(
     analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
 ) -> None:
-    _, js = jetstream
+    nc, js = jetstream
     site = uuid.uuid4()
     batch = bus_pb2.EventBatch(events=[make_event(site, "/stuck")])
     published = await js.publish(bus.subject, batch.SerializeToString())
@@ -315,5 +376,5 @@ async def test_a_message_past_max_deliveries_becomes_a_dead_letter_and_replays(
 
     assert await deadletter.replay(js, bus.deadletter, entry.sequence, bus.subject)
     assert await dead_letters(js, bus) == []
-    await run_until_drained([consumer_for(analytics_pool, js, bus)], js, bus, drained)
+    await run_until_drained([consumer_for(analytics_pool, nc, bus)], js, bus, drained)
     assert await count(analytics_pool, site) == 1

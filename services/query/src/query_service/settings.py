@@ -6,13 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
+from analytics_config.names import AUTH_ADDR, AUTH_CACHE_TTL_S, DATABASE_URL, GRPC_LISTEN, LOG_LEVEL
 
-GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
-DATABASE_URL = "ANALYTICS_DATABASE_URL"
-AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
-AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
-LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 
 
 @dataclass(frozen=True)

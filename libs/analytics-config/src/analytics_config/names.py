@@ -1,0 +1,20 @@
+"""Environment variables that more than one service reads, each name declared once.
+
+A service's own settings (group commit, fetch sizes, HTTP limits, …) are declared in its own
+settings module; the names here are the ones a deployment sets alike on several services.
+"""
+
+from __future__ import annotations
+
+GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
+LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
+DATABASE_URL = "ANALYTICS_DATABASE_URL"
+NATS_URL = "ANALYTICS_NATS_URL"
+MIGRATE_ON_START = "ANALYTICS_MIGRATE_ON_START"
+AUTH_ADDR = "ANALYTICS_AUTH_ADDR"
+AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
+INGEST_ADDR = "ANALYTICS_INGEST_ADDR"
+QUERY_ADDR = "ANALYTICS_QUERY_ADDR"
+PROCESSOR_ADDR = "ANALYTICS_PROCESSOR_ADDR"
+ADMIN_TOKEN = "ANALYTICS_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+INTERNAL_TOKEN = "ANALYTICS_INTERNAL_TOKEN"  # noqa: S105 - the variable's name, not a secret
