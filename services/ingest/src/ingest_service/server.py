@@ -8,6 +8,7 @@ from analytics.v1 import ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
+from ingest_service.enrich import useragent
 from ingest_service.enrich.client import ClientResolver
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
@@ -40,6 +41,7 @@ async def serve(settings: Settings) -> None:
     )
     server.add(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, "analytics.v1.IngestService")
     server.install_signal_handlers()
+    useragent.prepare()
     try:
         await server.start()
         await server.set_serving()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -78,6 +80,18 @@ def test_each_user_agent_is_parsed_once() -> None:
         classify(WINDOWS_FIREFOX)
     info = classify.cache_info()
     assert (info.misses, info.hits) == (1, 4)
+
+
+def test_prepare_builds_the_parser_so_that_no_request_pays_for_it() -> None:
+    # A fresh interpreter: this one may have built the parser already in another test.
+    script = (
+        "import ua_parser\n"
+        "from ingest_service.enrich.useragent import prepare\n"
+        "assert 'parser' not in vars(ua_parser), 'built at import'\n"
+        "prepare()\n"
+        "assert 'parser' in vars(ua_parser), 'not built by prepare()'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 @pytest.mark.parametrize(
