@@ -61,6 +61,7 @@ def test_local_server_is_private_and_restartable(tmp_path: Path) -> None:
                 "fsync",
                 "max_connections",
                 "timescaledb.telemetry_level",
+                "timescaledb.max_background_workers",
             ]
             settings = {n: conn.execute("SELECT current_setting(%s)", [n]).fetchone()[0] for n in names}  # type: ignore[index]
             conn.execute("CREATE TABLE kept (id int)")
@@ -71,6 +72,8 @@ def test_local_server_is_private_and_restartable(tmp_path: Path) -> None:
             "fsync": "on",
             "max_connections": "200",
             "timescaledb.telemetry_level": "off",
+            # Apache license: no job scheduler (its jobs are all TSL ones and would only log errors).
+            "timescaledb.max_background_workers": "0",
         }
         server.stop()
         server.stop()  # idempotent

@@ -287,6 +287,12 @@ class LocalPostgres(_CreatesDatabases):
             f"timescaledb.license = '{self.license}'",
             "timescaledb.telemetry_level = off",
         ]
+        if self.license == "apache":
+            # Every background job TimescaleDB schedules itself is a Timescale License one (job
+            # history retention, compression and refresh policies), so under the Apache license
+            # each run only logged "functionality not supported" errors; nothing of this project
+            # relies on TimescaleDB's job scheduler there, so it is not started at all.
+            lines.append("timescaledb.max_background_workers = 0")
         if not self.durable:
             lines += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         conf = self.data_dir / _CONF_NAME
