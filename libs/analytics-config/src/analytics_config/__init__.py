@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import TypeVar
 
+from analytics_config import names
+
 __all__ = ["Env", "SettingsError"]
 
 _N = TypeVar("_N", int, float)
@@ -116,3 +118,16 @@ class Env:
         if maximum is not None and value > maximum:
             raise SettingsError(f"{name}={value} is above the maximum {maximum}")
         return value
+
+    # The settings several services share, with their shared defaults (names: analytics_config.names).
+    def grpc_listen(self) -> builtins.str:
+        return self.address(names.GRPC_LISTEN, "0.0.0.0:50051")
+
+    def auth_addr(self) -> builtins.str:
+        return self.address(names.AUTH_ADDR, "auth:50051")
+
+    def auth_cache_ttl_s(self) -> builtins.float:
+        return self.float(names.AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600)
+
+    def log_level(self) -> builtins.str:
+        return self.str(names.LOG_LEVEL, "INFO")

@@ -9,9 +9,7 @@ from analytics_config import Env, SettingsError
 from analytics_config.names import (
     ADMIN_TOKEN,
     DATABASE_URL,
-    GRPC_LISTEN,
     INTERNAL_TOKEN,
-    LOG_LEVEL,
     MIGRATE_ON_START,
 )
 
@@ -38,12 +36,12 @@ class Settings:
         if admin_token == internal_token:
             raise SettingsError(f"{ADMIN_TOKEN} and {INTERNAL_TOKEN} must differ")
         return cls(
-            grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
+            grpc_listen=env.grpc_listen(),
             database_url=env.str(DATABASE_URL),
             admin_token=admin_token,
             internal_token=internal_token,
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
-            log_level=env.str(LOG_LEVEL, "INFO"),
+            log_level=env.log_level(),
         )
 
     def __repr__(self) -> str:  # keep the admin token out of logs and tracebacks

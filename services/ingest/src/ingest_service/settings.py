@@ -10,11 +10,7 @@ from datetime import timedelta
 from analytics_bus import BusConfig
 from analytics_config import Env, SettingsError
 from analytics_config.names import (
-    AUTH_ADDR,
-    AUTH_CACHE_TTL_S,
-    GRPC_LISTEN,
     INTERNAL_TOKEN,
-    LOG_LEVEL,
     NATS_URL,
 )
 from ingest_service.validation import Limits
@@ -53,10 +49,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
         return cls(
-            grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
+            grpc_listen=env.grpc_listen(),
             nats_url=env.str(NATS_URL),
-            auth_addr=env.address(AUTH_ADDR, "auth:50051"),
-            auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
+            auth_addr=env.auth_addr(),
+            auth_cache_ttl_s=env.auth_cache_ttl_s(),
             publish_timeout_s=env.float(PUBLISH_TIMEOUT_S, 5.0, minimum=0.1, maximum=60),
             group_commit_max_bytes=env.int(
                 BATCH_MAX_BYTES, 512 * 1024, minimum=16 * 1024, maximum=8 * 1024 * 1024
@@ -69,7 +65,7 @@ class Settings:
             default_rate_limit_per_s=env.float(RATE_LIMIT_PER_S, 5000, minimum=1),
             default_rate_limit_burst=env.float(RATE_LIMIT_BURST, 10_000, minimum=1),
             bus=BusConfig(),
-            log_level=env.str(LOG_LEVEL, "INFO"),
+            log_level=env.log_level(),
         )
 
 

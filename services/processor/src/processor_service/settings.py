@@ -9,11 +9,7 @@ from analytics_bus import BusConfig
 from analytics_config import Env, SettingsError
 from analytics_config.names import (
     ADMIN_TOKEN,
-    AUTH_ADDR,
-    AUTH_CACHE_TTL_S,
     DATABASE_URL,
-    GRPC_LISTEN,
-    LOG_LEVEL,
     MIGRATE_ON_START,
     NATS_URL,
     PROCESSOR_ADDR,
@@ -74,11 +70,11 @@ class Settings:
             raise SettingsError(f"{MAX_DELIVER}={max_deliver} must exceed the {len(backoff)} backoff steps")
         retry_delay_s = env.float(RETRY_DELAY_S, 0.25, minimum=0.01, maximum=60)
         return cls(
-            grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
+            grpc_listen=env.grpc_listen(),
             database_url=env.str(DATABASE_URL),
             nats_url=env.str(NATS_URL),
-            auth_addr=env.address(AUTH_ADDR, "auth:50051"),
-            auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
+            auth_addr=env.auth_addr(),
+            auth_cache_ttl_s=env.auth_cache_ttl_s(),
             bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff),
             fetch_batch=env.int(FETCH_BATCH, 64, minimum=1, maximum=10_000),
             fetch_timeout_s=env.float(FETCH_TIMEOUT_S, 0.5, minimum=0.05, maximum=30),
@@ -88,7 +84,7 @@ class Settings:
             retry_max_delay_s=env.float(RETRY_MAX_DELAY_S, 5.0, minimum=retry_delay_s, maximum=300),
             sessions=env.bool(SESSIONS, True),
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
-            log_level=env.str(LOG_LEVEL, "INFO"),
+            log_level=env.log_level(),
         )
 
 

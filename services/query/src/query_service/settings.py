@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
-from analytics_config.names import AUTH_ADDR, AUTH_CACHE_TTL_S, DATABASE_URL, GRPC_LISTEN, LOG_LEVEL
+from analytics_config.names import DATABASE_URL
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 
@@ -24,10 +24,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
         return cls(
-            grpc_listen=env.address(GRPC_LISTEN, "0.0.0.0:50051"),
+            grpc_listen=env.grpc_listen(),
             database_url=env.str(DATABASE_URL),
-            auth_addr=env.address(AUTH_ADDR, "auth:50051"),
-            auth_cache_ttl_s=env.float(AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600),
+            auth_addr=env.auth_addr(),
+            auth_cache_ttl_s=env.auth_cache_ttl_s(),
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
-            log_level=env.str(LOG_LEVEL, "INFO"),
+            log_level=env.log_level(),
         )
