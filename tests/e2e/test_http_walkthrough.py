@@ -146,6 +146,19 @@ async def test_health(http: aiohttp.ClientSession) -> None:
             assert await response.json() == {"status": "ok"}
 
 
+def test_every_service_runs_on_uvloop(stack: ServiceStack) -> None:
+    """The stack sets no ANALYTICS_EVENT_LOOP, so every process reports the default loop."""
+    loops = {}
+    for name, process in stack.processes.items():
+        started = [
+            json.loads(line)
+            for line in process.log_path.read_text().splitlines()
+            if '"serving"' in line or '"gateway_started"' in line
+        ]
+        loops[name] = [line.get("loop") for line in started]
+    assert loops == {name: ["uvloop"] for name in stack.processes}, loops
+
+
 async def test_bad_input_gets_specific_errors_and_nothing_is_written(
     http: aiohttp.ClientSession, stack: ServiceStack
 ) -> None:

@@ -1,7 +1,6 @@
 """Entry point: python -m gateway_service."""
 
-import asyncio
-
+from analytics_config import event_loop
 from analytics_observability import configure_logging
 
 from .server import serve
@@ -12,4 +11,4 @@ try:
 except SettingsError as exc:
     raise SystemExit(f"gateway: invalid settings: {exc}") from None
 configure_logging(settings.log_level, service="gateway")
-asyncio.run(serve(settings))
+event_loop.run(serve(settings))

@@ -8,6 +8,8 @@ import signal
 import structlog
 from aiohttp import web
 
+from analytics_config.event_loop import running_loop_name
+
 from .app import Gateway, build_endpoints, create_app
 from .routes import http_routes, load_descriptor_set
 from .settings import Settings
@@ -55,7 +57,13 @@ class GatewayServer:
         await site.start()
         addresses = self._runner.addresses
         self.port = addresses[0][1] if addresses else settings.http_port
-        _log.info("gateway_started", host=settings.http_host, port=self.port, routes=len(endpoints))
+        _log.info(
+            "gateway_started",
+            host=settings.http_host,
+            port=self.port,
+            routes=len(endpoints),
+            loop=running_loop_name(),
+        )
 
     @property
     def url(self) -> str:

@@ -1,11 +1,10 @@
 """Entry point: python -m ingest_service."""
 
-import asyncio
-
+from analytics_config import event_loop
 from analytics_observability import configure_logging
 from ingest_service.server import serve
 from ingest_service.settings import Settings
 
 settings = Settings.from_env()
 configure_logging(settings.log_level, service="ingest")
-asyncio.run(serve(settings))
+event_loop.run(serve(settings))

@@ -5,7 +5,6 @@ Everything happens in one transaction per batch; the messages are acked only aft
 
 from __future__ import annotations
 
-import json
 import struct
 import uuid
 import weakref
@@ -14,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import AsyncConnection, AsyncCursor, postgres, sql
 from psycopg.abc import Buffer
 from psycopg.adapt import AdaptersMap, Dumper
@@ -205,18 +206,18 @@ def use_wire_format(adapters: AdaptersMap) -> None:
         adapters.register_dumper(None, dumper)
 
 
-def _stamp(event: bus_pb2.EnrichedEvent, field_name: str) -> bytes:
-    if not event.HasField(field_name):
-        raise InvalidEvent(f"{field_name} is missing")
-    stamp = getattr(event, field_name)
+def _stamp(event: bus_pb2.EnrichedEvent, stamp: Timestamp, field_name: str) -> bytes:
     seconds = stamp.seconds
+    # HasField only for the epoch itself: an unset Timestamp reads as 0 s, 0 ns.
+    if not seconds and not stamp.nanos and not event.HasField(field_name):
+        raise InvalidEvent(f"{field_name} is missing")
     if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
         raise InvalidEvent(f"{field_name} is out of range")
     return _micros((seconds - _PG_EPOCH_S) * 1_000_000 + stamp.nanos // 1000)
 
 
 def _jsonb(properties: Mapping[str, str]) -> bytes:
-    return b"\x01" + json.dumps(dict(properties), separators=(",", ":")).encode()
+    return b"\x01" + orjson.dumps(dict(properties))
 
 
 def to_row(event: bus_pb2.EnrichedEvent) -> Row:
@@ -229,10 +230,10 @@ def to_row(event: bus_pb2.EnrichedEvent) -> Row:
         raise InvalidEvent("event_id must be 16 bytes")
     properties = event.properties
     return (
-        _stamp(event, "occurred_at"),
+        _stamp(event, event.occurred_at, "occurred_at"),
         site_id,
         event_id,
-        _stamp(event, "received_at"),
+        _stamp(event, event.received_at, "received_at"),
         event.kind,
         event.name,
         event.path,

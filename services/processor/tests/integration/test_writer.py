@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +117,14 @@ def test_events_that_cannot_be_stored_are_named(make_event: Any, mutate: Any, er
     mutate(bad)
     with pytest.raises(InvalidEvent, match=error.replace("[", r"\[").replace("]", r"\]")):
         rows_of([bus_pb2.EventBatch(events=[make_event(site), bad])])
+
+
+def test_a_timestamp_set_to_the_unix_epoch_is_present_not_missing(make_event: Any) -> None:
+    event = make_event(uuid.uuid4())
+    event.occurred_at.FromSeconds(0)  # reads as 0 s, 0 ns: the same as unset, but present
+    assert event.HasField("occurred_at")
+    row = to_row(event)
+    assert row[0] == struct.pack(">q", -946_684_800 * 1_000_000)  # microseconds since 2000-01-01
 
 
 async def test_the_database_rejects_a_nul_byte(analytics_pool: AsyncConnectionPool, make_event: Any) -> None:
