@@ -61,6 +61,7 @@ class Settings:
     latency_warmup_seconds: float
     http_rate: float
     batch_size: int
+    visitors: int
     batch_callers: int
     unary_callers: int
     wrk_threads: int
@@ -92,6 +93,7 @@ class Settings:
             latency_warmup_seconds=_float("BENCH_LATENCY_WARMUP_SECONDS", 2.0, 0.0),
             http_rate=_float("BENCH_HTTP_RATE", 1000.0, 1.0),
             batch_size=_int("BENCH_BATCH_SIZE", 1000),
+            visitors=_int("BENCH_VISITORS", 100_000),
             batch_callers=_int("BENCH_BATCH_CALLERS", 8),
             unary_callers=_int("BENCH_UNARY_CALLERS", 16),
             wrk_threads=_int("BENCH_WRK_THREADS", 1),

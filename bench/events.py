@@ -3,6 +3,12 @@
 An event id is ``RRRRRRRR-PPPP-4000-8000-CCCCCCCCCCCC``: run, phase (or phase + load thread) and a
 counter, all hex. Protobuf messages are built once per variant and the id appended as field 8 at
 send time, so the load generator spends microseconds, not protobuf builds, per event.
+
+gRPC events also carry a ``user_id`` (field 7) from a population of ``visitors``, event ``c`` from
+visitor ``c % visitors``: a producer that knows its users, and as many distinct visitors per batch
+as real traffic brings, each continuing a session, so the writer's session work is measured too
+(with one user id per request, as a single client address would give, sessions cost next to
+nothing).
 """
 
 from __future__ import annotations
@@ -63,7 +69,6 @@ def _variant(site_id: str, n: int) -> bytes:
         url=f"https://bench.example.com{path}{query}",
         referrer=_REFERRERS[n % len(_REFERRERS)],
         title=f"Page {n % 16}",
-        user_id=f"user-{n}" if n % 4 == 0 else "",
         screen_width=1920 if n % 2 else 390,
         screen_height=1080 if n % 2 else 844,
         language="en-US",
@@ -78,19 +83,23 @@ class Encoder:
 
     site_id: str
     phase: int
+    visitors: int
 
     def __post_init__(self) -> None:
-        # Everything of an encoded event but the 12 hex digits of its counter, per variant.
+        if not 0 < self.visitors <= 0xFFFFFFFF:
+            raise ValueError("visitors must be between 1 and 2**32 - 1")
+        # Everything of an encoded event but the 12 hex digits of its counter and its user id.
         prefix = id_prefix(self.phase).encode()
         heads = []
         for n in range(_VARIANTS):
-            # Field 8 (event_id), wire type 2, 36 bytes, appended after the variant's other fields.
-            body_length = len(_variant(self.site_id, n)) + 2 + 36
+            # Field 8 (event_id, 36 bytes) then field 7 (user_id, 16 bytes), after the variant's fields.
+            body_length = len(_variant(self.site_id, n)) + 2 + 36 + 2 + 16
             heads.append(b"\x0a" + _varint(body_length) + _variant(self.site_id, n) + b"\x42\x24" + prefix)
         object.__setattr__(self, "_heads", heads)
 
     def _event(self, counter: int) -> bytes:
-        return self._heads[counter % _VARIANTS] + b"%012x" % counter  # type: ignore[attr-defined,no-any-return]
+        head = self._heads[counter % _VARIANTS]  # type: ignore[attr-defined]
+        return head + b"%012x\x3a\x10visitor-%08x" % (counter, counter % self.visitors)  # type: ignore[no-any-return]
 
     def track(self, counter: int) -> bytes:
         """TrackRequest{event} (field 1 holds the event exactly like TrackBatchRequest's events)."""
@@ -98,5 +107,10 @@ class Encoder:
 
     def batch(self, first: int, size: int) -> bytes:
         """TrackBatchRequest with events first … first+size-1."""
-        heads = self._heads  # type: ignore[attr-defined]
-        return b"".join([heads[c % _VARIANTS] + b"%012x" % c for c in range(first, first + size)])
+        heads, visitors = self._heads, self.visitors  # type: ignore[attr-defined]
+        return b"".join(
+            [
+                heads[c % _VARIANTS] + b"%012x\x3a\x10visitor-%08x" % (c, c % visitors)
+                for c in range(first, first + size)
+            ]
+        )

@@ -120,7 +120,7 @@ class Bench:
 
     async def grpc_batch(self, site: Site, name: str, phase_id: int, seconds: float) -> None:
         s = self.settings
-        encoder = events.Encoder(site.site_id, phase_id)
+        encoder = events.Encoder(site.site_id, phase_id, s.visitors)
         prebuilt = prebuild(encoder, s.batch_size, int(seconds * 25_000)) if name != "warmup" else []
         result = LoadResult()
         with self.phase(name) as phase:
@@ -164,7 +164,7 @@ class Bench:
 
     async def grpc_unary(self, site: Site) -> None:
         s = self.settings
-        encoder = events.Encoder(site.site_id, events.PHASE_UNARY)
+        encoder = events.Encoder(site.site_id, events.PHASE_UNARY, s.visitors)
         result = LoadResult()
         with self.phase("grpc_unary"):
             async with reporting("grpc_unary", result.counters, s.progress_seconds, self.stored(site)):
