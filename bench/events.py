@@ -36,6 +36,8 @@ USER_AGENTS = (
 )
 _REFERRERS = ("", "", "https://www.google.com/", "https://news.ycombinator.com/", "https://t.co/abc")
 _VARIANTS = 64
+# What follows a variant's head: the 12 hex digits of the counter, then field 7 (user_id, 16 bytes).
+_TAIL = b"%012x\x3a\x10visitor-%08x"
 
 
 def event_id(phase: int, counter: int) -> str:
@@ -99,7 +101,7 @@ class Encoder:
 
     def _event(self, counter: int) -> bytes:
         head = self._heads[counter % _VARIANTS]  # type: ignore[attr-defined]
-        return head + b"%012x\x3a\x10visitor-%08x" % (counter, counter % self.visitors)  # type: ignore[no-any-return]
+        return head + _TAIL % (counter, counter % self.visitors)  # type: ignore[no-any-return]
 
     def track(self, counter: int) -> bytes:
         """TrackRequest{event} (field 1 holds the event exactly like TrackBatchRequest's events)."""
@@ -109,8 +111,5 @@ class Encoder:
         """TrackBatchRequest with events first … first+size-1."""
         heads, visitors = self._heads, self.visitors  # type: ignore[attr-defined]
         return b"".join(
-            [
-                heads[c % _VARIANTS] + b"%012x\x3a\x10visitor-%08x" % (c, c % visitors)
-                for c in range(first, first + size)
-            ]
+            [heads[c % _VARIANTS] + _TAIL % (c, c % visitors) for c in range(first, first + size)]
         )

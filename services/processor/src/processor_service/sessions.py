@@ -83,6 +83,17 @@ def _session_values(start: str, end: str) -> str:
     )
 
 
+def _near_sessions(visitor: str) -> str:
+    """The stored sessions an aggregate row (site_id, visitor_id, lo, hi) of new events can touch:
+    ending at most ``gap`` before its first event, starting at most ``gap`` after its last. The
+    fast path's routing and the slow path's merge must use the same window."""
+    return f"""      JOIN analytics.sessions s
+        ON s.site_id = {visitor}.site_id AND s.visitor_id = {visitor}.visitor_id
+       AND s.started_at >= (SELECT lower FROM bound)
+       AND s.started_at <= {visitor}.hi + %(gap)s
+       AND s.ended_at >= {visitor}.lo - %(gap)s"""  # noqa: S608 - an alias of these constants
+
+
 FAST = f"""
 WITH {_BOUND},
 news AS (
@@ -98,11 +109,7 @@ near AS (
     SELECT n.site_id, n.visitor_id, count(*) AS sessions,
            max(s.started_at) AS started_at, max(s.ended_at) AS ended_at
       FROM news n
-      JOIN analytics.sessions s
-        ON s.site_id = n.site_id AND s.visitor_id = n.visitor_id
-       AND s.started_at >= (SELECT lower FROM bound)
-       AND s.started_at <= n.hi + %(gap)s
-       AND s.ended_at >= n.lo - %(gap)s
+{_near_sessions("n")}
      GROUP BY n.site_id, n.visitor_id
 ),
 plan AS MATERIALIZED (
@@ -165,11 +172,7 @@ items AS (
            ROW(s.exit_at, s.exit_event_id, s.exit_path)::analytics.session_mark AS exit,
            s.entry_at IS NOT NULL AS has_pageview, s.pageviews, s.events, s.started_at AS old_start
       FROM visitors v
-      JOIN analytics.sessions s
-        ON s.site_id = v.site_id AND s.visitor_id = v.visitor_id
-       AND s.started_at >= (SELECT lower FROM bound)
-       AND s.started_at <= v.hi + %(gap)s
-       AND s.ended_at >= v.lo - %(gap)s
+{_near_sessions("v")}
     UNION ALL
     SELECT site_id, visitor_id, time, event_id, time, {_HEAD_ROW}, {_MARK_ROW}, {_MARK_ROW},
            kind = 1, (kind = 1)::int, 1, NULL
