@@ -25,6 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
 from processor_service.sessions import (
+    BOUND,
+    CHUNK_INTERVAL,
     FAST,
     FEED_COLUMNS,
     FEED_FILTER,
@@ -35,6 +37,7 @@ from processor_service.sessions import (
     SESSION_GAP,
     SLOW,
     TEMP_TABLES,
+    chunk_start,
 )
 
 log = structlog.get_logger("analytics.processor")
@@ -334,6 +337,9 @@ class EventWriter:
         self._lock_buckets = lock_buckets
         self._connection_timeout_s = connection_timeout_s
         self._exact_batches = 0
+        # analytics.sessions' chunk interval, read once (a later change only costs speed: any bound
+        # below the exact one is correct); timedelta(0) when it is not a fixed interval.
+        self._session_chunk: timedelta | None = None
         # Connections whose temp tables exist (added only after a commit, so never a rolled-back CREATE).
         self._prepared: weakref.WeakSet[AsyncConnection[Any]] = weakref.WeakSet()
 
@@ -406,12 +412,21 @@ class EventWriter:
 
     async def _sessionize(self, cur: AsyncCursor[Any], counts: SessionCounts) -> None:
         await cur.execute(LOCK, {"buckets": self._lock_buckets})
-        await cur.execute(FAST, {"gap": self._session_gap})
+        if self._session_chunk is None:
+            await cur.execute(CHUNK_INTERVAL)
+            interval = await cur.fetchone()
+            self._session_chunk = interval[0] if interval and interval[0] else timedelta(0)
+        await cur.execute(BOUND, {"gap": self._session_gap})
+        bound = await cur.fetchone()
+        if bound is None or bound[0] is None:
+            return
+        params = {"gap": self._session_gap, "lower": chunk_start(bound[0], self._session_chunk)}
+        await cur.execute(FAST, params)
         row = await cur.fetchone()
         if row is not None:
             counts.extended, counts.created, counts.slow_visitors = row
         if counts.slow_visitors:
-            await cur.execute(SLOW, {"gap": self._session_gap})
+            await cur.execute(SLOW, params)
             row = await cur.fetchone()
             if row is not None:
                 counts.updated, counts.inserted, counts.deleted = row

@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
-from processor_service.sessions import RECOMPUTE, SESSION_GAP, STORED
+from processor_service.sessions import (
+    BOUND,
+    CHUNK_INTERVAL,
+    FAST,
+    INPUT_TABLE,
+    RECOMPUTE,
+    SESSION_GAP,
+    STORED,
+    TEMP_TABLES,
+    chunk_start,
+)
 from processor_service.writer import EventWriter, rows_of
 
 pytestmark = pytest.mark.integration
@@ -225,3 +235,98 @@ async def test_concurrent_writers_on_the_same_visitors_stay_exact(
             (site, site),
         )
         assert await cur.fetchone() == (600, 600)
+
+
+async def test_a_session_open_at_midnight_is_extended_across_the_chunk_boundary(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    before_midnight = (datetime(2024, 3, 1, 23, 50, tzinfo=UTC) - T0).total_seconds() / 60
+    await write(writer, event(site, 4, before_midnight, "/late"))
+    result = await write(writer, event(site, 4, before_midnight + 25, "/after-midnight"))
+    assert (result.sessions.extended, result.sessions.created) == (1, 0)
+    rows = await sessions(analytics_pool, site)
+    assert [(r["events"], r["entry_path"], r["exit_path"]) for r in rows] == [(2, "/late", "/after-midnight")]
+    assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
+
+
+async def test_chunk_start_is_where_timescaledb_starts_the_chunk(analytics_pool: AsyncConnectionPool) -> None:
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    first = datetime(2030, 1, 1, tzinfo=UTC)
+    times = [first + timedelta(days=d, hours=h) for d in (0, 3, 40) for h in (0, 13)]
+    await write(writer, *(event(site, 10 + i, (at - T0).total_seconds() / 60) for i, at in enumerate(times)))
+    async with analytics_pool.connection() as conn:
+        interval = await (await conn.execute(CHUNK_INTERVAL)).fetchone()
+        assert interval is not None
+        cur = await conn.execute(
+            "SELECT range_start, range_end FROM timescaledb_information.chunks "
+            "WHERE hypertable_schema = 'analytics' AND hypertable_name = 'sessions'"
+        )
+        ranges = await cur.fetchall()
+    for at in times:
+        (start,) = [start for start, end in ranges if start <= at < end]
+        assert chunk_start(at, interval[0]) == start
+        assert chunk_start(at - timedelta(microseconds=1), interval[0]) <= at
+    assert chunk_start(times[1], None) == times[1]
+
+
+async def test_the_session_look_up_probes_the_primary_key_when_chunk_statistics_are_stale(
+    analytics_pool: AsyncConnectionPool,
+) -> None:
+    """The histogram of a day's chunk never covers its newest hour. With a bound inside that hour the
+    planner once took the (site_id, started_at) index for the per-visitor probes, as if a site's
+    window held one row, and batches ran 20 times slower; the writer's bound starts at the chunk."""
+    site = uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    day = datetime(2031, 6, 1, tzinfo=UTC)
+
+    def minute(at: datetime) -> float:
+        return (at - T0).total_seconds() / 60
+
+    early = [event(site, 100_000 + v, minute(day + timedelta(hours=8, seconds=v / 2))) for v in range(3000)]
+    await write(writer, *early)
+    async with analytics_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT format('%%I.%%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+            "WHERE hypertable_schema = 'analytics' AND hypertable_name = 'sessions' "
+            "AND range_start <= %s AND range_end > %s",
+            (day, day),
+        )
+        (chunk,) = await cur.fetchone() or ("",)
+        await conn.execute(f"ALTER TABLE {chunk} SET (autovacuum_enabled = false)")
+        await conn.execute(f"ANALYZE {chunk}")
+    later = [event(site, v + 1, minute(day + timedelta(hours=9, seconds=v / 4))) for v in range(30_000)]
+    for offset in range(0, len(later), 5000):
+        await write(writer, *later[offset : offset + 5000])
+
+    probes = [event(site, v + 1, minute(day + timedelta(hours=11, minutes=5))) for v in range(25_000, 25_500)]
+    async with (
+        analytics_pool.connection() as conn,
+        conn.transaction(force_rollback=True),
+        conn.cursor() as cur,
+    ):
+        await cur.execute(TEMP_TABLES)
+        await cur.executemany(
+            f"INSERT INTO {INPUT_TABLE} (site_id, visitor_id, time, event_id, kind, path) "
+            "VALUES (%s, %s, %s, %s, 1, '/')",
+            [
+                (site, e.visitor_id, e.occurred_at.ToDatetime(UTC), uuid.UUID(bytes=e.event_id))
+                for e in probes
+            ],
+        )
+        await cur.execute(BOUND, {"gap": SESSION_GAP})
+        (bound,) = await cur.fetchone() or (None,)
+        await cur.execute(CHUNK_INTERVAL)
+        (interval,) = await cur.fetchone() or (None,)
+        params = {"gap": SESSION_GAP, "lower": chunk_start(bound, interval)}
+        await cur.execute("EXPLAIN (FORMAT JSON) " + FAST, params)
+        (plan,) = await cur.fetchone() or (None,)
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(found for child in node.get("Plans", []) for found in nodes(child))]
+
+    (near,) = [node for node in nodes(plan[0]["Plan"]) if node.get("Alias") == "near"]
+    scans = [(n["Node Type"], n.get("Index Name", "")) for n in nodes(near) if "Relation Name" in n]
+    assert scans and all(index.endswith("sessions_pkey") for _, index in scans), scans
