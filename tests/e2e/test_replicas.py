@@ -1,4 +1,5 @@
-"""Two ingest and two gateway processes share their ports (SO_REUSEPORT); together they count exactly."""
+"""Two ingest, processor and gateway processes share their ports (SO_REUSEPORT) and, for the
+processors, one durable consumer; together they count exactly."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def replicated_stack(postgres_server: Any, nats_factory: Any, tmp_path: Path) ->
         nats_url=nats.url,
         log_dir=tmp_path / "logs",
         admin_token=secrets.token_urlsafe(32),
-        replicas={"ingest": 2, "gateway": 2},
+        replicas={"ingest": 2, "processor": 2, "gateway": 2},
     )
     stack.start(timeout_s=90)
     yield stack
@@ -109,3 +110,14 @@ async def test_two_gateway_processes_share_the_port(replicated_stack: ServiceSta
     ]
     assert len(served) == 2 and all(count > 0 for count in served), served
     assert sum(served) == 40
+
+
+def test_two_processor_processes_serve_one_port_and_consume_together(replicated_stack: ServiceStack) -> None:
+    logs = {
+        name: process.log_path.read_text()
+        for name, process in replicated_stack.processes.items()
+        if name.split(".")[0] == "processor"
+    }
+    assert sorted(logs) == ["processor", "processor.2"]
+    for name, text in logs.items():
+        assert '"event":"serving"' in text and '"event":"consuming"' in text, (name, text[-2000:])

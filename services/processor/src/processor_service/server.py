@@ -45,7 +45,9 @@ class ServingHealth:
 
 
 async def serve(settings: Settings) -> None:
-    server = GrpcServer("processor", settings.grpc_listen)
+    # Replicas on one host share the admin port (SO_REUSEPORT): any of them can list and replay
+    # dead letters, which live in JetStream, and they share the work through one durable consumer.
+    server = GrpcServer("processor", settings.grpc_listen, reuse_port=True)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     admin = ProcessorServicer(auth, settings.bus)
     server.add(
