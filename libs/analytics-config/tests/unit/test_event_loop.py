@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
 
 import pytest
 import uvloop
 
 from analytics_config import SettingsError, event_loop
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    # run() freezes what exists (a service's start-up objects); give this process's back.
+    yield
+    gc.unfreeze()
 
 
 async def _loop_kind() -> tuple[type[asyncio.AbstractEventLoop], str]:
@@ -41,3 +50,17 @@ def test_the_result_and_exceptions_of_main_come_back() -> None:
 
     with pytest.raises(LookupError, match="from main"):
         event_loop.run(fails(), environ={})
+
+
+def test_what_exists_before_the_loop_starts_is_frozen_out_of_the_collector() -> None:
+    class StartUp:
+        pass
+
+    built = StartUp()
+
+    async def frozen() -> tuple[int, bool]:
+        return gc.get_freeze_count(), any(o is built for o in gc.get_objects())
+
+    count, still_collected = event_loop.run(frozen(), environ={})
+    assert count > 0
+    assert not still_collected
