@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from analytics_config import Env, names
+from analytics_config import Env, SettingsError, names
 
-__all__ = ["CHOICES", "loop_name", "run", "running_loop_name"]
+__all__ = ["CHOICES", "loop_name", "main", "run", "running_loop_name"]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S")
 
 _FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {
     "uvloop": uvloop.new_event_loop,
@@ -55,3 +56,22 @@ def run(main: Coroutine[Any, Any, _T], environ: Mapping[str, str] | None = None)
 def running_loop_name() -> str:
     """Which kind of loop runs the current task, for the start-up log line."""
     return "uvloop" if isinstance(asyncio.get_running_loop(), uvloop.Loop) else "asyncio"
+
+
+def main(
+    service: str,
+    load: Callable[[], _S],
+    serve: Callable[[_S], Coroutine[Any, Any, None]],
+    configure: Callable[[_S], None],
+) -> None:
+    """A service's entry point: its settings, then ``configure`` (logging), then ``serve`` on the
+    configured loop. An invalid setting, the loop's included, ends the process before anything
+    starts with one line that names it ("ingest: invalid settings: …", exit status 1), not a
+    traceback."""
+    try:
+        loop_name()
+        settings = load()
+    except SettingsError as error:
+        raise SystemExit(f"{service}: invalid settings: {error}") from None
+    configure(settings)
+    run(serve(settings))

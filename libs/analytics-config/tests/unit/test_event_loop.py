@@ -64,3 +64,34 @@ def test_what_exists_before_the_loop_starts_is_frozen_out_of_the_collector() -> 
     count, still_collected = event_loop.run(frozen(), environ={})
     assert count > 0
     assert not still_collected
+
+
+def test_main_loads_configures_then_serves_on_the_loop() -> None:
+    seen: list[object] = []
+
+    async def serve(settings: str) -> None:
+        seen.append((settings, event_loop.running_loop_name()))
+
+    event_loop.main("svc", lambda: "settings", serve, seen.append)
+    assert seen == ["settings", ("settings", "uvloop")]
+
+
+def test_main_ends_with_one_line_naming_an_invalid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load() -> str:
+        raise SettingsError("ANALYTICS_NATS_URL is required but not set")
+
+    def never(_: object) -> None:
+        raise AssertionError("nothing may start")
+
+    with pytest.raises(SystemExit) as exited:
+        event_loop.main("ingest", load, never, never)  # type: ignore[arg-type]
+    assert exited.value.code == "ingest: invalid settings: ANALYTICS_NATS_URL is required but not set"
+    assert exited.value.__cause__ is None and exited.value.__suppress_context__
+
+    monkeypatch.setenv("ANALYTICS_EVENT_LOOP", "trio")
+    with pytest.raises(SystemExit) as exited:
+        event_loop.main("query", lambda: "unused", never, never)  # type: ignore[arg-type]
+    assert (
+        exited.value.code
+        == "query: invalid settings: ANALYTICS_EVENT_LOOP='trio' must be one of uvloop, asyncio"
+    )

@@ -5,6 +5,6 @@ from analytics_observability import configure_logging
 from ingest_service.server import serve
 from ingest_service.settings import Settings
 
-settings = Settings.from_env()
-configure_logging(settings.log_level, service="ingest")
-event_loop.run(serve(settings))
+event_loop.main(
+    "ingest", Settings.from_env, serve, lambda s: configure_logging(s.log_level, service="ingest")
+)
