@@ -46,6 +46,7 @@ echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$AN
 export ANALYTICS_INGEST_PROCESSES=${ANALYTICS_INGEST_PROCESSES:-1}
 export ANALYTICS_GATEWAY_PROCESSES=${ANALYTICS_GATEWAY_PROCESSES:-1}
 if [ "$ANALYTICS_GATEWAY_PROCESSES" -gt 1 ]; then export ANALYTICS_HTTP_REUSE_PORT=true; fi
+if [ "$ANALYTICS_INGEST_PROCESSES" -gt 1 ]; then export ANALYTICS_GRPC_REUSE_PORT=true; fi
 honcho -f deploy/local/Procfile -d "$root" start \
   -c "ingest=$ANALYTICS_INGEST_PROCESSES,gateway=$ANALYTICS_GATEWAY_PROCESSES" &
 honcho_pid=$!

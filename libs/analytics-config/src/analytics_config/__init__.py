@@ -123,6 +123,9 @@ class Env:
     def grpc_listen(self) -> builtins.str:
         return self.address(names.GRPC_LISTEN, "0.0.0.0:50051")
 
+    def grpc_reuse_port(self) -> builtins.bool:
+        return self.bool(names.GRPC_REUSE_PORT, False)
+
     def auth_addr(self) -> builtins.str:
         return self.address(names.AUTH_ADDR, "auth:50051")
 

@@ -7,6 +7,9 @@ settings module; the names here are the ones a deployment sets alike on several 
 from __future__ import annotations
 
 GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
+# SO_REUSEPORT on the gRPC port, for several processes of one service on one host. Off by default:
+# two processes that share a port by accident would silently split its connections.
+GRPC_REUSE_PORT = "ANALYTICS_GRPC_REUSE_PORT"
 LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
 DATABASE_URL = "ANALYTICS_DATABASE_URL"
 NATS_URL = "ANALYTICS_NATS_URL"

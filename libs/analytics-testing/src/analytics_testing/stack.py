@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from analytics.v1 import auth_pb2, auth_pb2_grpc
-from analytics_testing.ports import free_port
+from analytics_testing.ports import free_ports
 
 SERVICES: tuple[tuple[str, str], ...] = (
     ("auth", "auth_service"),
@@ -181,9 +181,12 @@ class ServiceStack:
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name, _ in SERVICES:
-            self.addresses[name] = f"127.0.0.1:{free_port()}"
-        self.http_port = free_port() if self.with_gateway else 0
+        # Distinct ports, all held at once while the kernel picks them: replicas bind with
+        # SO_REUSEPORT, and two services given the same port would silently share it.
+        ports = free_ports(len(SERVICES) + 1)
+        for (name, _), port in zip(SERVICES, ports, strict=False):
+            self.addresses[name] = f"127.0.0.1:{port}"
+        self.http_port = ports[-1] if self.with_gateway else 0
         base = self._base_env()
         modules: list[tuple[str, str]] = list(SERVICES)
         if self.with_gateway:
@@ -192,8 +195,10 @@ class ServiceStack:
             env = dict(base)
             if name in self.addresses:
                 env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
-            if name == "gateway" and self.replicas.get(name, 1) > 1:
-                env["ANALYTICS_HTTP_REUSE_PORT"] = "true"
+            if self.replicas.get(name, 1) > 1:
+                env["ANALYTICS_HTTP_REUSE_PORT" if name == "gateway" else "ANALYTICS_GRPC_REUSE_PORT"] = (
+                    "true"
+                )
             for index in range(1, max(1, self.replicas.get(name, 1)) + 1):
                 instance = name if index == 1 else f"{name}.{index}"
                 process = ServiceProcess(instance, module, env, self.log_dir / f"{instance}.log")

@@ -29,7 +29,7 @@ async def serve(settings: Settings) -> None:
         ack_timeout_s=settings.publish_timeout_s,
     )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
-    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=True)
+    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
     servicer = IngestServicer(
         auth,
         publisher,

@@ -30,6 +30,7 @@ MAX_BATCH_EVENTS = 1000
 @dataclass(frozen=True)
 class Settings:
     grpc_listen: str
+    grpc_reuse_port: bool
     nats_url: str
     auth_addr: str
     auth_cache_ttl_s: float
@@ -50,6 +51,7 @@ class Settings:
         env = Env(environ)
         return cls(
             grpc_listen=env.grpc_listen(),
+            grpc_reuse_port=env.grpc_reuse_port(),
             nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),

@@ -45,9 +45,9 @@ class ServingHealth:
 
 
 async def serve(settings: Settings) -> None:
-    # Replicas on one host share the admin port (SO_REUSEPORT): any of them can list and replay
-    # dead letters, which live in JetStream, and they share the work through one durable consumer.
-    server = GrpcServer("processor", settings.grpc_listen, reuse_port=True)
+    # Replicas on one host may share the admin port (ANALYTICS_GRPC_REUSE_PORT): any of them can list
+    # and replay dead letters, which live in JetStream; they share the work through one consumer.
+    server = GrpcServer("processor", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     admin = ProcessorServicer(auth, settings.bus)
     server.add(

@@ -45,6 +45,7 @@ def _seconds_list(env: Env, name: str, default: tuple[float, ...]) -> tuple[floa
 @dataclass(frozen=True)
 class Settings:
     grpc_listen: str
+    grpc_reuse_port: bool
     database_url: str
     nats_url: str
     auth_addr: str
@@ -71,6 +72,7 @@ class Settings:
         retry_delay_s = env.float(RETRY_DELAY_S, 0.25, minimum=0.01, maximum=60)
         return cls(
             grpc_listen=env.grpc_listen(),
+            grpc_reuse_port=env.grpc_reuse_port(),
             database_url=env.str(DATABASE_URL),
             nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),

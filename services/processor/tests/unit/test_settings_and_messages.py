@@ -68,3 +68,8 @@ def test_unknown_reasons_are_unspecified() -> None:
     message = dead_letter_message(entry)
     assert message.reason == processor_pb2.DEAD_LETTER_REASON_UNSPECIFIED
     assert not message.HasField("event_count")
+
+
+def test_the_grpc_port_is_shared_only_when_asked() -> None:
+    assert not Settings.from_env(BASE).grpc_reuse_port
+    assert Settings.from_env({**BASE, "ANALYTICS_GRPC_REUSE_PORT": "true"}).grpc_reuse_port
