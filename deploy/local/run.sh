@@ -55,7 +55,7 @@ stop() {
   echo "==> run: stopping"
   kill -TERM "$honcho_pid" 2>/dev/null || true
   wait "$honcho_pid" 2>/dev/null || true
-  exit 0
+  exit "${1:-0}"
 }
 trap stop INT TERM
 
@@ -63,7 +63,8 @@ http="http://$ANALYTICS_HTTP_HOST:$ANALYTICS_HTTP_PORT"
 if ! python -m analytics_testing.stack wait --timeout 180 --http "$http" \
     --grpc "auth=$ANALYTICS_AUTH_ADDR" --grpc "processor=$ANALYTICS_PROCESSOR_ADDR" \
     --grpc "ingest=$ANALYTICS_INGEST_ADDR" --grpc "query=$ANALYTICS_QUERY_ADDR"; then
-  stop
+  echo "==> run: the system did not come up; see the messages above" >&2
+  stop 1
 fi
 
 cat <<BANNER

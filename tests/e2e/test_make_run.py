@@ -1,0 +1,65 @@
+"""`make run`'s script brings the whole system up on private ports, answers, and stops on Ctrl+C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from analytics_testing.ports import free_ports
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _closed(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    ports = dict(
+        zip(("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR"), free_ports(7), strict=True)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    env["ANALYTICS_DATA_DIR"] = str(tmp_path / "data")
+    for name in ("PG", "NATS", "HTTP"):
+        env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
+    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR"):
+        env[f"ANALYTICS_{name}_ADDR"] = f"127.0.0.1:{ports[name]}"
+    output = tmp_path / "run.log"
+    with output.open("wb") as log:
+        run = subprocess.Popen(
+            ["bash", "deploy/local/run.sh"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "Press Ctrl+C to stop" not in output.read_text(errors="replace"):
+            assert run.poll() is None, output.read_text(errors="replace")[-4000:]
+            assert time.monotonic() < deadline, output.read_text(errors="replace")[-4000:]
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['HTTP']}/health", timeout=10) as answer:
+            assert answer.status == 200
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl+C in its terminal does
+        assert run.wait(timeout=90) == 0
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    text = output.read_text(errors="replace")
+    # The services wait for PostgreSQL and NATS instead of failing to connect while they start.
+    assert "error connecting" not in text and "Traceback" not in text, text[-4000:]
+    assert [name for name, port in ports.items() if not _closed(port)] == []
