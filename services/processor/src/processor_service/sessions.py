@@ -74,7 +74,7 @@ SELECT count(pg_advisory_xact_lock({_LOCK_CLASS}, bucket))
 # the probes as if the window held one row, and read a site's whole window per visitor (batches 20
 # times slower). From the chunk's start the window is the whole chunk, and the primary key's
 # (site_id, visitor_id) prefix wins. Any bound at or below the exact one is correct; rounding only
-# lets a probe see more of one visitor's sessions, and visitor ids change daily.
+# lets a probe see more of one visitor's sessions: those of one chunk interval (a day by default).
 BOUND = f"""
 SELECT (SELECT min(time) FROM {INPUT_TABLE}) - %(gap)s - max_span FROM analytics.session_bounds
 """  # noqa: S608 - constants only
