@@ -25,12 +25,15 @@ def _closed(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ingest_processes", [1, 2])
+def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, ingest_processes: int) -> None:
     ports = dict(
         zip(("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR"), free_ports(7), strict=True)
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
     env["ANALYTICS_DATA_DIR"] = str(tmp_path / "data")
+    # The README's way to run several ingest processes on one port.
+    env["ANALYTICS_INGEST_PROCESSES"] = str(ingest_processes)
     for name in ("PG", "NATS", "HTTP"):
         env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
     for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR"):
@@ -63,3 +66,5 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     # The services wait for PostgreSQL and NATS instead of failing to connect while they start.
     assert "error connecting" not in text and "Traceback" not in text, text[-4000:]
     assert [name for name, port in ports.items() if not _closed(port)] == []
+    serving = {line.split("|")[0].split()[-1] for line in text.splitlines() if '"event":"serving"' in line}
+    assert {f"ingest.{n}" for n in range(1, ingest_processes + 1)} <= serving, sorted(serving)

@@ -6,7 +6,7 @@ gateway and ingest spend per HTTP event and the tail latency at 1,000 req/s (REA
 ``ANALYTICS_EVENT_LOOP=asyncio`` selects the standard library's loop instead.
 
 Before the loop starts, everything the service has built so far (its modules, protobuf descriptors,
-the user-agent parser's tables …) is moved out of the cyclic garbage collector's reach with
+settings …) is moved out of the cyclic garbage collector's reach with
 ``gc.freeze()``: it lives as long as the process, and a full collection no longer walks it. On the
 benchmark's stack the longest collection pause of ingest went from 18-41 ms to 1.5 ms (about 50,000
 objects frozen per service); every request in flight waits out such a pause.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import uvloop
 
@@ -26,7 +26,14 @@ from analytics_config import Env, SettingsError, names
 __all__ = ["CHOICES", "loop_name", "main", "run", "running_loop_name"]
 
 _T = TypeVar("_T")
-_S = TypeVar("_S")
+
+
+class _Settings(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Settings)
 
 _FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {
     "uvloop": uvloop.new_event_loop,
@@ -62,16 +69,16 @@ def main(
     service: str,
     load: Callable[[], _S],
     serve: Callable[[_S], Coroutine[Any, Any, None]],
-    configure: Callable[[_S], None],
+    configure_logging: Callable[..., None],
 ) -> None:
-    """A service's entry point: its settings, then ``configure`` (logging), then ``serve`` on the
-    configured loop. An invalid setting, the loop's included, ends the process before anything
-    starts with one line that names it ("ingest: invalid settings: …", exit status 1), not a
-    traceback."""
+    """A service's entry point: its settings, then ``configure_logging(settings.log_level,
+    service=service)``, then ``serve`` on the configured loop. An invalid setting, the loop's
+    included, ends the process before anything starts with one line that names it ("ingest:
+    invalid settings: …", exit status 1), not a traceback."""
     try:
         loop_name()
         settings = load()
     except SettingsError as error:
         raise SystemExit(f"{service}: invalid settings: {error}") from None
-    configure(settings)
+    configure_logging(settings.log_level, service=service)
     run(serve(settings))

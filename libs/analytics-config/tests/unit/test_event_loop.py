@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import uvloop
@@ -66,21 +67,30 @@ def test_what_exists_before_the_loop_starts_is_frozen_out_of_the_collector() -> 
     assert not still_collected
 
 
+@dataclass(frozen=True)
+class _Settings:
+    log_level: str = "DEBUG"
+
+
 def test_main_loads_configures_then_serves_on_the_loop() -> None:
     seen: list[object] = []
+    settings = _Settings()
 
-    async def serve(settings: str) -> None:
-        seen.append((settings, event_loop.running_loop_name()))
+    def configure_logging(level: str, *, service: str) -> None:
+        seen.append((level, service))
 
-    event_loop.main("svc", lambda: "settings", serve, seen.append)
-    assert seen == ["settings", ("settings", "uvloop")]
+    async def serve(given: _Settings) -> None:
+        seen.append((given, event_loop.running_loop_name()))
+
+    event_loop.main("svc", lambda: settings, serve, configure_logging)
+    assert seen == [("DEBUG", "svc"), (settings, "uvloop")]
 
 
 def test_main_ends_with_one_line_naming_an_invalid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load() -> str:
+    def load() -> _Settings:
         raise SettingsError("ANALYTICS_NATS_URL is required but not set")
 
-    def never(_: object) -> None:
+    def never(*_: object, **__: object) -> None:
         raise AssertionError("nothing may start")
 
     with pytest.raises(SystemExit) as exited:
@@ -90,7 +100,7 @@ def test_main_ends_with_one_line_naming_an_invalid_setting(monkeypatch: pytest.M
 
     monkeypatch.setenv("ANALYTICS_EVENT_LOOP", "trio")
     with pytest.raises(SystemExit) as exited:
-        event_loop.main("query", lambda: "unused", never, never)  # type: ignore[arg-type]
+        event_loop.main("query", _Settings, never, never)  # type: ignore[arg-type]
     assert (
         exited.value.code
         == "query: invalid settings: ANALYTICS_EVENT_LOOP='trio' must be one of uvloop, asyncio"

@@ -183,10 +183,10 @@ class ServiceStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Distinct ports, all held at once while the kernel picks them: replicas bind with
         # SO_REUSEPORT, and two services given the same port would silently share it.
-        ports = free_ports(len(SERVICES) + 1)
-        for (name, _), port in zip(SERVICES, ports, strict=False):
+        *grpc_ports, http_port = free_ports(len(SERVICES) + 1)
+        for (name, _), port in zip(SERVICES, grpc_ports, strict=True):
             self.addresses[name] = f"127.0.0.1:{port}"
-        self.http_port = ports[-1] if self.with_gateway else 0
+        self.http_port = http_port if self.with_gateway else 0
         base = self._base_env()
         modules: list[tuple[str, str]] = list(SERVICES)
         if self.with_gateway:

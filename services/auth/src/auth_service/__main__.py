@@ -5,4 +5,4 @@ from analytics_observability import configure_logging
 from auth_service.server import serve
 from auth_service.settings import Settings
 
-event_loop.main("auth", Settings.from_env, serve, lambda s: configure_logging(s.log_level, service="auth"))
+event_loop.main("auth", Settings.from_env, serve, configure_logging)

@@ -6,4 +6,4 @@ from analytics_observability import configure_logging
 from .server import serve
 from .settings import load_settings
 
-event_loop.main("gateway", load_settings, serve, lambda s: configure_logging(s.log_level, service="gateway"))
+event_loop.main("gateway", load_settings, serve, configure_logging)

@@ -5,6 +5,4 @@ from analytics_observability import configure_logging
 from ingest_service.server import serve
 from ingest_service.settings import Settings
 
-event_loop.main(
-    "ingest", Settings.from_env, serve, lambda s: configure_logging(s.log_level, service="ingest")
-)
+event_loop.main("ingest", Settings.from_env, serve, configure_logging)

@@ -5,6 +5,4 @@ from analytics_observability import configure_logging
 from processor_service.server import serve
 from processor_service.settings import Settings
 
-event_loop.main(
-    "processor", Settings.from_env, serve, lambda s: configure_logging(s.log_level, service="processor")
-)
+event_loop.main("processor", Settings.from_env, serve, configure_logging)

@@ -410,8 +410,9 @@ class EventWriter:
         await cur.execute(_INSERT_NEW if self._sessions else _INSERT_NEW_NO_SESSIONS)
         return await cur.fetchall()
 
-    async def _sessionize(self, cur: AsyncCursor[Any], counts: SessionCounts) -> None:
-        await cur.execute(LOCK, {"buckets": self._lock_buckets})
+    async def session_params(self, cur: AsyncCursor[Any]) -> dict[str, object] | None:
+        """FAST's and SLOW's parameters for what session_input holds (None when it is empty): the
+        gap, and the look-ups' lower bound rounded down to its chunk's start (sessions.BOUND)."""
         if self._session_chunk is None:
             await cur.execute(CHUNK_INTERVAL)
             interval = await cur.fetchone()
@@ -419,8 +420,14 @@ class EventWriter:
         await cur.execute(BOUND, {"gap": self._session_gap})
         bound = await cur.fetchone()
         if bound is None or bound[0] is None:
+            return None
+        return {"gap": self._session_gap, "lower": chunk_start(bound[0], self._session_chunk)}
+
+    async def _sessionize(self, cur: AsyncCursor[Any], counts: SessionCounts) -> None:
+        await cur.execute(LOCK, {"buckets": self._lock_buckets})
+        params = await self.session_params(cur)
+        if params is None:
             return
-        params = {"gap": self._session_gap, "lower": chunk_start(bound[0], self._session_chunk)}
         await cur.execute(FAST, params)
         row = await cur.fetchone()
         if row is not None:

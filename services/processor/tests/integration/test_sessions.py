@@ -15,7 +15,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
 from processor_service.sessions import (
-    BOUND,
     CHUNK_INTERVAL,
     FAST,
     INPUT_TABLE,
@@ -316,11 +315,8 @@ async def test_the_session_look_up_probes_the_primary_key_when_chunk_statistics_
                 for e in probes
             ],
         )
-        await cur.execute(BOUND, {"gap": SESSION_GAP})
-        (bound,) = await cur.fetchone() or (None,)
-        await cur.execute(CHUNK_INTERVAL)
-        (interval,) = await cur.fetchone() or (None,)
-        params = {"gap": SESSION_GAP, "lower": chunk_start(bound, interval)}
+        params = await writer.session_params(cur)
+        assert params is not None
         await cur.execute("EXPLAIN (FORMAT JSON) " + FAST, params)
         (plan,) = await cur.fetchone() or (None,)
 

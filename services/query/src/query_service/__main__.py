@@ -5,4 +5,4 @@ from analytics_observability import configure_logging
 from query_service.server import serve
 from query_service.settings import Settings
 
-event_loop.main("query", Settings.from_env, serve, lambda s: configure_logging(s.log_level, service="query"))
+event_loop.main("query", Settings.from_env, serve, configure_logging)
