@@ -30,3 +30,48 @@ def test_an_invalid_setting_ends_the_process_with_one_line(service: str) -> None
         f"{service}: invalid settings: ANALYTICS_EVENT_LOOP='trio' must be one of uvloop, asyncio"
     )
     assert done.stdout == ""
+
+
+# Runs a service's __main__ as `python -m` would, noting GRPC_EXPERIMENTS when grpc is first
+# imported: gRPC core reads it then, and only then.
+_WATCH_GRPC_IMPORT = """
+import os, runpy, sys
+seen = []
+def hook(event, args):
+    if event == "import" and args[0] == "grpc" and not seen:
+        seen.append(os.environ.get("GRPC_EXPERIMENTS"))
+sys.addaudithook(hook)
+try:
+    runpy.run_module(sys.argv[1], run_name="__main__", alter_sys=True)
+finally:
+    print("GRPC_EXPERIMENTS at import:", repr(seen[0]) if seen else "grpc never imported", file=sys.stderr)
+"""
+
+
+def _grpc_experiments_at_import(service: str, **extra: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_") and k != "GRPC_EXPERIMENTS"}
+    env["ANALYTICS_EVENT_LOOP"] = "trio"  # stop once the imports are done
+    env.update(extra)
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCH_GRPC_IMPORT, f"{service}_service"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("GRPC_EXPERIMENTS at import: ")]
+    assert len(lines) == 1, done.stderr
+    return lines[0].removeprefix("GRPC_EXPERIMENTS at import: ")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpc_loads_with_the_services_engine_setting(service: str) -> None:
+    from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
+
+    assert _grpc_experiments_at_import(service) == repr(DEFAULT_EXPERIMENTS)
+
+
+def test_a_deployment_setting_for_grpc_experiments_is_kept() -> None:
+    assert _grpc_experiments_at_import("ingest", GRPC_EXPERIMENTS="") == repr("")
