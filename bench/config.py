@@ -59,6 +59,7 @@ class Settings:
     http_seconds: float
     latency_seconds: float
     latency_warmup_seconds: float
+    floor_seconds: float
     http_rate: float
     batch_size: int
     visitors: int
@@ -80,7 +81,7 @@ class Settings:
     def from_env(cls) -> Settings:
         seconds = _float("BENCH_SECONDS", 30.0, 1.0)
         skip = frozenset(s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip())
-        unknown = skip - {"unary", "raw", "staging", "http", "latency"}
+        unknown = skip - {"unary", "raw", "staging", "http", "latency", "floor"}
         if unknown:
             raise SystemExit(f"BENCH_SKIP: unknown phases {sorted(unknown)}")
         return cls(
@@ -91,6 +92,7 @@ class Settings:
             http_seconds=_float("BENCH_HTTP_SECONDS", min(15.0, seconds), 1.0),
             latency_seconds=_float("BENCH_LATENCY_SECONDS", min(20.0, max(seconds, 5.0)), 1.0),
             latency_warmup_seconds=_float("BENCH_LATENCY_WARMUP_SECONDS", 2.0, 0.0),
+            floor_seconds=_float("BENCH_FLOOR_SECONDS", min(10.0, max(seconds, 5.0)), 1.0),
             http_rate=_float("BENCH_HTTP_RATE", 1000.0, 1.0),
             batch_size=_int("BENCH_BATCH_SIZE", 1000),
             visitors=_int("BENCH_VISITORS", 100_000),

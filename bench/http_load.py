@@ -82,7 +82,7 @@ async def wrk_max(
 
 async def open_loop(
     http_url: str,
-    site: Site,
+    site: Site | None,
     phase: int,
     *,
     rate: float,
@@ -91,10 +91,12 @@ async def open_loop(
     connections: int,
     progress: float,
     work_dir: Path,
+    label: str = "http_latency",
 ) -> tuple[dict[str, object], list[str]]:
-    """Fixed offered rate from a separate process; latency from each request's scheduled send time."""
+    """Fixed offered rate from a separate process; latency from each request's scheduled send time.
+    POST /api/event for ``site``; without a site, GET /health (the edge's floor, no event stored)."""
     address = urlsplit(http_url)
-    ids_path, out_path = work_dir / "latency-ids.txt", work_dir / "latency.json"
+    ids_path, out_path = work_dir / f"{label}-ids.txt", work_dir / f"{label}.json"
     command = [
         sys.executable,
         "-m",
@@ -103,12 +105,8 @@ async def open_loop(
         address.hostname or "127.0.0.1",
         "--port",
         str(address.port),
-        "--site",
-        site.site_id,
-        "--key",
-        site.api_key,
-        "--prefix",
-        id_prefix(phase),
+        "--label",
+        label,
         "--rate",
         str(rate),
         "--seconds",
@@ -124,6 +122,10 @@ async def open_loop(
         "--out",
         str(out_path),
     ]
+    if site is None:
+        command += ["--request", "health"]
+    else:
+        command += ["--site", site.site_id, "--key", site.api_key, "--prefix", id_prefix(phase)]
     code, _ = await _run(command, seconds + warmup + 90, capture=False)
     if code != 0 or not out_path.exists():
         raise RuntimeError(f"the open-loop client failed (exit {code})")

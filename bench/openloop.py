@@ -31,6 +31,12 @@ _USER_AGENT = (
 
 
 def _requests(args: argparse.Namespace, total: int) -> list[bytes]:
+    if args.request == "health":
+        # The edge's floor: a GET the gateway turns into ingest's GetHealth, no event behind it.
+        health = (
+            f"GET /health HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUser-Agent: {_USER_AGENT}\r\n\r\n"
+        ).encode()
+        return [health] * total
     head = (
         f"POST /api/event HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nContent-Type: application/json\r\n"
         f"x-api-key: {args.key}\r\nUser-Agent: {_USER_AGENT}\r\n"
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             return
         head, body = answer
         status = head[9:12].decode()
-        if status == "200" and (found := _ID.search(body)):
+        if status == "200" and args.request == "event" and (found := _ID.search(body)):
             acked.append(found[0])
         finish(connection.index, status, clock())
         if _CLOSE.search(head):
@@ -189,10 +195,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if now - last_print >= args.progress and next_index > 0:
             recent = sorted(latencies[-int(args.rate * args.progress) :])
             if not recent:
-                print(f"[http_latency] {now - start:6.1f}s sent={next_index:,} (warming up)", flush=True)
+                print(f"[{args.label}] {now - start:6.1f}s sent={next_index:,} (warming up)", flush=True)
             else:
                 print(
-                    f"[http_latency] {now - start:6.1f}s sent={next_index:,} answered={done:,} "
+                    f"[{args.label}] {now - start:6.1f}s sent={next_index:,} answered={done:,} "
                     f"({(done - printed_done) / (now - last_print):,.0f}/s) errors={errors} "
                     f"recent p50={_quantile(recent, 0.5)} ms p99={_quantile(recent, 0.99)} ms",
                     flush=True,
@@ -247,17 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.openloop")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--site", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--prefix", required=True, help="event id up to the 12-digit counter")
+    parser.add_argument("--request", choices=("event", "health"), default="event")
+    parser.add_argument("--site", default="")
+    parser.add_argument("--key", default="")
+    parser.add_argument("--prefix", default="", help="event id up to the 12-digit counter")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--progress", type=float, default=3.0)
+    parser.add_argument("--label", default="http_latency", help="names the phase in progress lines")
     parser.add_argument("--ids", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.request == "event" and not (args.site and args.key and args.prefix):
+        parser.error("--request event needs --site, --key and --prefix")
     started = time.monotonic()
     with contextlib.suppress(KeyboardInterrupt):
         summary = run(args)

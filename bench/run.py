@@ -247,25 +247,31 @@ class Bench:
         await self.pipeline.vacuum()
         say(f"settling: done in {time.monotonic() - started:.1f} s")
 
-    async def http_latency(self, site: Site) -> None:
+    async def http_open_loop(self, name: str, site: Site | None, seconds: float) -> None:
+        """Open-loop HTTP at the offered rate: POST /api/event for ``site`` (http_latency), or, with
+        no site, GET /health (http_floor): the edge's own cost per request (HTTP, the gateway, one
+        gRPC call to ingest and its interceptors) with no event to store."""
         s = self.settings
         work = self.env.work_dir / "http"
         work.mkdir(exist_ok=True)
-        with self.phase("http_latency"):
+        with self.phase(name):
             summary, ids = await http_load.open_loop(
                 self.env.stack.http_url,
                 site,
                 events.PHASE_LATENCY,
                 rate=s.http_rate,
-                seconds=s.latency_seconds,
+                seconds=seconds,
                 warmup=s.latency_warmup_seconds,
                 connections=s.latency_connections,
                 progress=s.progress_seconds,
                 work_dir=work,
+                label=name,
             )
-            await self.wait_stored("http_latency", site, len(ids))
-        self.run.acknowledged["http_latency"] = (site, ids)
-        self.run.phases["http_latency"] = summary
+            if site is not None:
+                await self.wait_stored(name, site, len(ids))
+        if site is not None:
+            self.run.acknowledged[name] = (site, ids)
+        self.run.phases[name] = summary
 
 
 async def phases(env: Environment, run: Run) -> None:
@@ -288,14 +294,16 @@ async def phases(env: Environment, run: Run) -> None:
             for staging, key in ((False, "raw"), (True, "staging")):
                 if key not in s.skip:
                     await asyncio.to_thread(bench.raw, sites["e2e_batch"], staging=staging)
-            if not {"unary", "http", "latency"} <= s.skip:
+            if not {"unary", "http", "latency", "floor"} <= s.skip:
                 await bench.settle()
             if "unary" not in s.skip:
                 await bench.grpc_unary(sites["grpc_unary"])
             if "http" not in s.skip:
                 await bench.http_max(sites["http_max"])
             if "latency" not in s.skip:
-                await bench.http_latency(sites["http_latency"])
+                await bench.http_open_loop("http_latency", sites["http_latency"], s.latency_seconds)
+            if "floor" not in s.skip:
+                await bench.http_open_loop("http_floor", None, s.floor_seconds)
             say("waiting until the consumer has nothing pending or unacknowledged")
             backlog = await pipeline.wait_drained(s.drain_timeout_seconds, check=env.check_alive)
             run.phases["drain"] = {
@@ -352,6 +360,10 @@ def _figures(run: Run) -> None:
     f["http_p99_ms"] = latency.get("p99_ms")
     f["http_p999_ms"] = latency.get("p999_ms")
     f["http_latency_errors"] = int(latency.get("sent", 0)) - int(latency.get("ok", 0)) if latency else None
+    floor = p.get("http_floor", {})
+    f["http_floor_p50_ms"] = floor.get("p50_ms")
+    f["http_floor_p99_ms"] = floor.get("p99_ms")
+    f["http_floor_errors"] = int(floor.get("sent", 0)) - int(floor.get("ok", 0)) if floor else None
     f["lost_events"] = sum(c.missing_acknowledged for c in run.checks)
     f["duplicate_events"] = sum(c.duplicates for c in run.checks)
     f["acknowledged_events"] = sum(c.acknowledged for c in run.checks)
@@ -368,6 +380,7 @@ def _per_event(run: Run) -> None:
         "grpc_unary": run.phases.get("grpc_unary", {}).get("acknowledged"),
         "http_max": run.phases.get("http_max", {}).get("ok"),
         "http_latency": run.phases.get("http_latency", {}).get("ok"),
+        "http_floor": run.phases.get("http_floor", {}).get("ok"),
         "raw_copy": run.phases.get("raw_copy", {}).get("rows"),
         "raw_staging_upsert": run.phases.get("raw_staging_upsert", {}).get("rows"),
     }
@@ -378,6 +391,20 @@ def _per_event(run: Run) -> None:
                 for name, seconds in run.cpu[phase]["cpu_s"].items()
                 if name != procstat.OTHER and seconds > 0
             }
+
+
+def _stack_us(run: Run, phase: str) -> float | None:
+    """The stack's CPU per request in a phase: every service, nats-server and PostgreSQL."""
+    per = run.cpu.get(phase, {}).get("us_per_event")
+    return sum(v for k, v in per.items() if k != procstat.BENCH) if per else None
+
+
+def _floor_ratio(run: Run) -> None:
+    """How many times a stored HTTP event costs the stack what a bare GET /health does."""
+    event, floor = _stack_us(run, "http_latency"), _stack_us(run, "http_floor")
+    run.figures["http_stack_us_per_event"] = round(event, 1) if event else None
+    run.figures["http_floor_stack_us_per_request"] = round(floor, 1) if floor else None
+    run.figures["http_event_to_floor_cpu_ratio"] = round(event / floor, 2) if event and floor else None
 
 
 def _targets(f: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -463,6 +490,22 @@ def _print(run: Run, targets: dict[str, dict[str, Any]]) -> None:
         ),
         ("http_p99_ms", f["http_p99_ms"], t("http_p99_ms")),
         ("http_p999_ms", f["http_p999_ms"], f"errors/non-200: {f['http_latency_errors']}"),
+        (
+            "http_floor_p50_ms / p99",
+            f"{f['http_floor_p50_ms']} / {f['http_floor_p99_ms']}" if f["http_floor_p99_ms"] else None,
+            f"GET /health (gateway → ingest GetHealth, nothing stored) open loop at the same rate; "
+            f"errors/non-200: {f['http_floor_errors']}",
+        ),
+        (
+            "http_stack_us_per_event",
+            f["http_stack_us_per_event"],
+            "CPU of the whole stack per stored HTTP event at that rate (load generator excluded)",
+        ),
+        (
+            "http_floor_stack_us_per_request",
+            f["http_floor_stack_us_per_request"],
+            f"the same per GET /health; ratio {f['http_event_to_floor_cpu_ratio']}",
+        ),
         ("acknowledged_events", f["acknowledged_events"], "all phases"),
         ("lost_events", f["lost_events"], t("lost_events")),
         ("duplicate_events", f["duplicate_events"], t("duplicate_events")),
@@ -582,6 +625,7 @@ def main() -> int:
         return 2
     _figures(run)
     _per_event(run)
+    _floor_ratio(run)
     targets = _targets(run.figures)
     document = {
         "figures": run.figures,
