@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 import pytest
 
 from analytics_grpc import GrpcServer
+from analytics_testing import ports as ports_module
 from analytics_testing.ports import free_ports
 
 
@@ -25,6 +29,24 @@ async def test_a_taken_port_is_refused_unless_sharing_is_asked_for() -> None:
         await server.stop()
 
 
-def test_free_ports_are_distinct() -> None:
-    ports = free_ports(64)
-    assert len(set(ports)) == 64
+def test_free_ports_are_distinct_because_no_socket_closes_before_all_are_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A distinct result alone proves little: the kernel rarely repeats a port by chance. What makes
+    # repeats impossible is the order: every socket stays bound until the last port is picked.
+    steps: list[str] = []
+
+    class Recording(socket.socket):
+        def bind(self, address: Any) -> None:
+            super().bind(address)
+            steps.append("bind")
+
+        def close(self) -> None:
+            if self.fileno() != -1:
+                steps.append("close")
+            super().close()
+
+    monkeypatch.setattr(ports_module.socket, "socket", Recording)
+    ports = free_ports(8)
+    assert len(set(ports)) == 8
+    assert steps == ["bind"] * 8 + ["close"] * 8
