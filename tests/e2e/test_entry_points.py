@@ -1,4 +1,5 @@
-"""Every service's entry point refuses invalid settings with one line that names the setting."""
+"""Every service's entry point refuses invalid settings with one line that names the setting, and
+loads grpc only after the services' gRPC engine setting is in place."""
 
 from __future__ import annotations
 
@@ -8,24 +9,29 @@ import sys
 
 import pytest
 
+from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
+
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("auth", "ingest", "processor", "query", "gateway")
 
 
+def _stopped_at_settings(command: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``python <command>`` with an invalid event loop, so a service's entry point ends once its
+    imports are done and its settings are read."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_") and k != "GRPC_EXPERIMENTS"}
+    env["ANALYTICS_EVENT_LOOP"] = "trio"
+    env.update(extra)
+    done = subprocess.run(
+        [sys.executable, *command], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    return done
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_an_invalid_setting_ends_the_process_with_one_line(service: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-    env["ANALYTICS_EVENT_LOOP"] = "trio"
-    done = subprocess.run(
-        [sys.executable, "-m", f"{service}_service"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1
+    done = _stopped_at_settings(["-m", f"{service}_service"])
     assert done.stderr.strip() == (
         f"{service}: invalid settings: ANALYTICS_EVENT_LOOP='trio' must be one of uvloop, asyncio"
     )
@@ -49,18 +55,7 @@ finally:
 
 
 def _grpc_experiments_at_import(service: str, **extra: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_") and k != "GRPC_EXPERIMENTS"}
-    env["ANALYTICS_EVENT_LOOP"] = "trio"  # stop once the imports are done
-    env.update(extra)
-    done = subprocess.run(
-        [sys.executable, "-c", _WATCH_GRPC_IMPORT, f"{service}_service"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stderr
+    done = _stopped_at_settings(["-c", _WATCH_GRPC_IMPORT, f"{service}_service"], **extra)
     lines = [line for line in done.stderr.splitlines() if line.startswith("GRPC_EXPERIMENTS at import: ")]
     assert len(lines) == 1, done.stderr
     return lines[0].removeprefix("GRPC_EXPERIMENTS at import: ")
@@ -68,8 +63,6 @@ def _grpc_experiments_at_import(service: str, **extra: str) -> str:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_grpc_loads_with_the_services_engine_setting(service: str) -> None:
-    from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
-
     assert _grpc_experiments_at_import(service) == repr(DEFAULT_EXPERIMENTS)
 
 

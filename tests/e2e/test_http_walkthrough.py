@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
 from analytics_testing.stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
@@ -146,17 +147,17 @@ async def test_health(http: aiohttp.ClientSession) -> None:
             assert await response.json() == {"status": "ok"}
 
 
-def test_every_service_runs_on_uvloop(stack: ServiceStack) -> None:
+def test_every_service_names_its_loop_and_grpc_engine_in_its_start_up_line(stack: ServiceStack) -> None:
     """The stack sets no ANALYTICS_EVENT_LOOP, so every process reports the default loop."""
-    loops = {}
+    started = {}
     for name, process in stack.processes.items():
-        started = [
+        lines = [
             json.loads(line)
             for line in process.log_path.read_text().splitlines()
             if '"serving"' in line or '"gateway_started"' in line
         ]
-        loops[name] = [line.get("loop") for line in started]
-    assert loops == {name: ["uvloop"] for name in stack.processes}, loops
+        started[name] = [(line.get("loop"), line.get("grpc_experiments")) for line in lines]
+    assert started == {name: [("uvloop", DEFAULT_EXPERIMENTS)] for name in stack.processes}, started
 
 
 async def test_bad_input_gets_specific_errors_and_nothing_is_written(

@@ -1,8 +1,9 @@
 """gRPC core's I/O engine for the services, chosen before the grpc module loads.
 
-gRPC core reads ``GRPC_EXPERIMENTS`` when grpc is imported; setting it later changes nothing. This
-module sets it, unless the deployment already has, and ``analytics_config.event_loop`` imports it,
-so every service's ``__main__`` (whose first import is ``event_loop``) gets it before grpc.
+gRPC core reads ``GRPC_EXPERIMENTS`` when grpc is imported; setting it later changes nothing.
+``analytics_config.event_loop`` calls ``apply()`` when it is imported, so every service's
+``__main__`` (whose first import is ``event_loop``) sets it before grpc loads, unless the
+deployment already has.
 
 The default switches gRPC core's EventEngine client and listener off, which puts back the epoll
 poller that was the default before EventEngine. With EventEngine, a grpc.aio call handed each read
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
-__all__ = ["DEFAULT_EXPERIMENTS", "VARIABLE", "apply"]
+__all__ = ["DEFAULT_EXPERIMENTS", "VARIABLE", "apply", "in_effect"]
 
 VARIABLE = "GRPC_EXPERIMENTS"
 DEFAULT_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
@@ -32,4 +33,6 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> str:
     return environ.setdefault(VARIABLE, DEFAULT_EXPERIMENTS)
 
 
-apply()
+def in_effect() -> str:
+    """This process's GRPC_EXPERIMENTS, for the start-up log lines."""
+    return os.environ.get(VARIABLE, "")

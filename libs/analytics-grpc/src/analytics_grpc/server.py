@@ -12,7 +12,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from analytics_config.event_loop import grpc_experiments, running_loop_name
+from analytics_config import grpc_runtime
+from analytics_config.event_loop import running_loop_name
 from analytics_grpc.interceptors import ObservabilityInterceptor
 
 log = structlog.get_logger("analytics.server")
@@ -79,7 +80,9 @@ class GrpcServer:
 
     async def set_serving(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", service=self.name, loop=running_loop_name(), grpc_experiments=grpc_experiments())
+        log.info(
+            "serving", service=self.name, loop=running_loop_name(), grpc_experiments=grpc_runtime.in_effect()
+        )
 
     async def set_not_serving(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -8,7 +8,8 @@ import signal
 import structlog
 from aiohttp import web
 
-from analytics_config.event_loop import grpc_experiments, running_loop_name
+from analytics_config import grpc_runtime
+from analytics_config.event_loop import running_loop_name
 
 from .app import Gateway, build_endpoints, create_app
 from .routes import http_routes, load_descriptor_set
@@ -63,7 +64,7 @@ class GatewayServer:
             port=self.port,
             routes=len(endpoints),
             loop=running_loop_name(),
-            grpc_experiments=grpc_experiments(),
+            grpc_experiments=grpc_runtime.in_effect(),
         )
 
     @property
