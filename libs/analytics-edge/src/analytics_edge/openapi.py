@@ -617,6 +617,7 @@ def build_openapi(
     short = [service.rpartition(".")[2] for service, _ in exposed]
     paths: dict[str, Json] = {}
     tags: list[Json] = []
+    operation_ids: set[str] = set()
     for service, methods in exposed:
         # Short service names read better; two services of one name in different packages keep full ones.
         tag = service.rpartition(".")[2] if short.count(service.rpartition(".")[2]) == 1 else service
@@ -634,6 +635,9 @@ def build_openapi(
                 item = paths.setdefault(path, {})
                 if http_method in item:
                     raise ValueError(f"{http_method.upper()} {path} is bound to two RPCs")
+                if operation["operationId"] in operation_ids:
+                    raise ValueError(f"two operations would be named {operation['operationId']}")
+                operation_ids.add(operation["operationId"])
                 item[http_method] = operation
     error_responses = _error_responses(index, schemas)
     document: Json = {

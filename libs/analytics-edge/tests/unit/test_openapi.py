@@ -377,6 +377,13 @@ def test_bindings_that_openapi_cannot_hold_are_refused(demo_set: descriptor_pb2.
     _add_binding(custom, "AddBooks", custom={"kind": "LIST", "path": "/v1/shelves"})
     with pytest.raises(ValueError, match="LIST"):
         openapi.build_openapi(custom, version="1")
+    clash = descriptor_pb2.FileDescriptorSet()
+    clash.CopyFrom(demo_set)
+    (demo,) = [file for file in clash.file if file.name == "demo/v1/demo.proto"]
+    (add_books,) = [method for method in demo.service[0].method if method.name == "AddBooks"]
+    add_books.name = "GetShelf_1"  # its operation id is that of GetShelf's first additional binding
+    with pytest.raises(ValueError, match=r"two operations would be named ShelfService\.GetShelf_1"):
+        openapi.build_openapi(clash, version="1")
     bad_path = descriptor_pb2.FileDescriptorSet()
     bad_path.CopyFrom(demo_set)
     _add_binding(bad_path, "AddBooks", post="/v1/{books}", body="*")
