@@ -49,10 +49,12 @@ requirements: ## Re-pin requirements/*.txt from requirements/*.in
 	    --no-emit-index-url --no-emit-trusted-host --no-emit-find-links $$f.in -o $$f.txt; done
 
 .PHONY: lint
-lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) ## Run ruff, mypy and buf lint
+lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) ## Run ruff, mypy, buf lint and Envoy's check of the edge configuration
 	@echo "==> lint: ruff" && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	@echo "==> lint: mypy" && $(VENV)/bin/mypy libs/*/src services/*/src
 	@echo "==> lint: buf" && $(BUF) lint "$(DESCRIPTOR)#format=binpb" --path analytics --config proto/buf.yaml
+	@echo "==> lint: envoy" && $(PY) -m analytics_edge envoy --validate --dir build/edge-lint \
+	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154,--upstream $(u))
 
 .PHONY: fmt
 fmt: $(STAMPS)/python ## Format and auto-fix the code

@@ -103,10 +103,10 @@ def environment(
             log_dir=work_dir / "logs",
             admin_token=secrets.token_urlsafe(32),
             extra_env=service_env,
-            with_gateway=True,
+            with_edge=True,
             **options,  # type: ignore[arg-type]
         )
-        log("starting auth, processor, ingest, query and the gateway")
+        log("starting auth, processor, ingest, query and the Envoy edge")
         stack.start(timeout_s=120)
         yield Environment(work_dir, postgres, nats, stack)
     finally:

@@ -17,7 +17,8 @@ def pyspy_binary(setting: str) -> str | None:
     return shutil.which(setting) or (setting if Path(setting).exists() else None)
 
 
-PROFILED = {"e2e_batch": ("ingest", "processor"), "http_max": ("gateway", "ingest")}
+# Envoy is native code: py-spy profiles the Python services only.
+PROFILED = {"e2e_batch": ("ingest", "processor"), "http_max": ("ingest",)}
 
 
 async def record(binary: str, pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
@@ -64,7 +65,6 @@ def _short(frame: str) -> str:
 PROJECT = (
     "ingest_service/",
     "processor_service/",
-    "gateway_service/",
     "auth_service/",
     "query_service/",
     "analytics_grpc/",

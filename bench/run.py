@@ -249,7 +249,7 @@ class Bench:
 
     async def http_open_loop(self, name: str, site: Site | None, seconds: float) -> None:
         """Open-loop HTTP at the offered rate: POST /api/event for ``site`` (http_latency), or, with
-        no site, GET /health (http_floor): the edge's own cost per request (HTTP, the gateway, one
+        no site, GET /health (http_floor): the edge's own cost per request (HTTP, Envoy, one
         gRPC call to ingest and its interceptors) with no event to store."""
         s = self.settings
         work = self.env.work_dir / "http"
@@ -493,7 +493,7 @@ def _print(run: Run, targets: dict[str, dict[str, Any]]) -> None:
         (
             "http_floor_p50_ms / p99",
             f"{f['http_floor_p50_ms']} / {f['http_floor_p99_ms']}" if f["http_floor_p99_ms"] else None,
-            f"GET /health (gateway → ingest GetHealth, nothing stored) open loop at the same rate; "
+            f"GET /health (Envoy → ingest GetHealth, nothing stored) open loop at the same rate; "
             f"errors/non-200: {f['http_floor_errors']}",
         ),
         (

@@ -20,7 +20,7 @@ mapfile -t protos < <(cd "$root/proto" && find analytics -name '*.proto' | sort)
 cd "$root/proto"
 "$python" -m grpc_tools.protoc -I . -I "$common" -I "$wkt" \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" "${protos[@]}"
-# The descriptor set feeds the HTTP edge (Envoy or the local gateway) and buf. It carries
+# The descriptor set feeds the HTTP edge (Envoy's transcoder), the OpenAPI document and buf. It carries
 # google.rpc.Status and its details so the edge can render error details as JSON.
 "$python" -m grpc_tools.protoc -I . -I "$common" -I "$wkt" --include_imports --include_source_info \
   --descriptor_set_out="$pkg/descriptor_set.binpb" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine under honcho: PostgreSQL+TimescaleDB and NATS on private
-# ports with data in $ANALYTICS_DATA_DIR, the four services and the HTTP edge. Ctrl+C stops it all.
+# ports with data in $ANALYTICS_DATA_DIR, the four services and the Envoy edge. Ctrl+C stops it all.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -14,6 +14,7 @@ export ANALYTICS_AUTH_ADDR=${ANALYTICS_AUTH_ADDR:-127.0.0.1:25151}
 export ANALYTICS_INGEST_ADDR=${ANALYTICS_INGEST_ADDR:-127.0.0.1:25152}
 export ANALYTICS_QUERY_ADDR=${ANALYTICS_QUERY_ADDR:-127.0.0.1:25153}
 export ANALYTICS_PROCESSOR_ADDR=${ANALYTICS_PROCESSOR_ADDR:-127.0.0.1:25154}
+export ANALYTICS_EDGE_ADMIN_ADDR=${ANALYTICS_EDGE_ADMIN_ADDR:-127.0.0.1:25155}
 export ANALYTICS_DATABASE_URL=${ANALYTICS_DATABASE_URL:-postgresql://analytics@127.0.0.1:$ANALYTICS_PG_PORT/analytics}
 export ANALYTICS_NATS_URL=${ANALYTICS_NATS_URL:-nats://127.0.0.1:$ANALYTICS_NATS_PORT}
 export PATH="$root/.venv/bin:$PATH"
@@ -34,21 +35,20 @@ export ANALYTICS_ADMIN_TOKEN=${ANALYTICS_ADMIN_TOKEN:-$(secret admin-token)}
 export ANALYTICS_INTERNAL_TOKEN=${ANALYTICS_INTERNAL_TOKEN:-$(secret internal-token)}
 
 for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
-    "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}"; do
+    "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}" \
+    "${ANALYTICS_EDGE_ADMIN_ADDR##*:}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "==> run: port $port is already in use; is another 'make run' running? (ports are set by ANALYTICS_*_PORT / *_ADDR)" >&2
     exit 1
   fi
 done
 
-echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$ANALYTICS_NATS_PORT), auth, processor, ingest, query, gateway"
-# Several ingest and gateway processes may share their ports (SO_REUSEPORT) on multi-core hosts.
+echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$ANALYTICS_NATS_PORT), auth, processor, ingest, query, Envoy"
+# Several ingest processes may share their port (SO_REUSEPORT) on multi-core hosts; Envoy runs a
+# worker thread per core by itself.
 export ANALYTICS_INGEST_PROCESSES=${ANALYTICS_INGEST_PROCESSES:-1}
-export ANALYTICS_GATEWAY_PROCESSES=${ANALYTICS_GATEWAY_PROCESSES:-1}
-if [ "$ANALYTICS_GATEWAY_PROCESSES" -gt 1 ]; then export ANALYTICS_HTTP_REUSE_PORT=true; fi
 if [ "$ANALYTICS_INGEST_PROCESSES" -gt 1 ]; then export ANALYTICS_GRPC_REUSE_PORT=true; fi
-honcho -f deploy/local/Procfile -d "$root" start \
-  -c "ingest=$ANALYTICS_INGEST_PROCESSES,gateway=$ANALYTICS_GATEWAY_PROCESSES" &
+honcho -f deploy/local/Procfile -d "$root" start -c "ingest=$ANALYTICS_INGEST_PROCESSES" &
 honcho_pid=$!
 stop() {
   trap - INT TERM
@@ -70,7 +70,8 @@ fi
 cat <<BANNER
 
   Analytics is running.
-    HTTP API     $http
+    HTTP API     $http   (OpenAPI: $http/openapi.json, docs: $http/docs)
+    Envoy admin  http://$ANALYTICS_EDGE_ADMIN_ADDR   (stats, readiness; loopback only)
     gRPC         auth $ANALYTICS_AUTH_ADDR  ingest $ANALYTICS_INGEST_ADDR  query $ANALYTICS_QUERY_ADDR
     Admin token  $ANALYTICS_ADMIN_TOKEN   (kept in $token_file)
     Data         $ANALYTICS_DATA_DIR

@@ -19,7 +19,7 @@ PREFIX = "0000abcd-0400-4000-8000-"
 
 
 class _Edge(BaseHTTPRequestHandler):
-    """Answers like the gateway: GET /health with a status, POST /api/event with the event's id."""
+    """Answers like the edge: GET /health with a status, POST /api/event with the event's id."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
     seen: list[tuple[str, str, str]] = []

@@ -13,7 +13,7 @@ from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("auth", "ingest", "processor", "query", "gateway")
+SERVICES = ("auth", "ingest", "processor", "query")
 
 
 def _stopped_at_settings(command: list[str], **extra: str) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,11 @@ def _closed(port: int) -> bool:
 @pytest.mark.parametrize("ingest_processes", [1, 2])
 def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, ingest_processes: int) -> None:
     ports = dict(
-        zip(("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR"), free_ports(7), strict=True)
+        zip(
+            ("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"),
+            free_ports(8),
+            strict=True,
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
     env["ANALYTICS_DATA_DIR"] = str(tmp_path / "data")
@@ -36,7 +40,7 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
     env["ANALYTICS_INGEST_PROCESSES"] = str(ingest_processes)
     for name in ("PG", "NATS", "HTTP"):
         env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
-    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR"):
+    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"):
         env[f"ANALYTICS_{name}_ADDR"] = f"127.0.0.1:{ports[name]}"
     output = tmp_path / "run.log"
     with output.open("wb") as log:
@@ -55,6 +59,11 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
             assert time.monotonic() < deadline, output.read_text(errors="replace")[-4000:]
             time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['HTTP']}/health", timeout=10) as answer:
+            assert answer.status == 200
+        # The edge is Envoy: its admin answers on loopback, and it serves the API's description.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['EDGE_ADMIN']}/ready", timeout=10) as answer:
+            assert answer.read() == b"LIVE\n"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['HTTP']}/openapi.json", timeout=10) as answer:
             assert answer.status == 200
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl+C in its terminal does
         assert run.wait(timeout=90) == 0

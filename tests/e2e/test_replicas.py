@@ -1,4 +1,4 @@
-"""Two ingest, processor and gateway processes share their ports (SO_REUSEPORT) and, for the
+"""Two ingest and processor processes share their ports (SO_REUSEPORT) and, for the
 processors, one durable consumer; together they count exactly."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import psycopg
 import pytest
@@ -29,7 +28,7 @@ def replicated_stack(postgres_server: Any, nats_factory: Any, tmp_path: Path) ->
         nats_url=nats.url,
         log_dir=tmp_path / "logs",
         admin_token=secrets.token_urlsafe(32),
-        replicas={"ingest": 2, "processor": 2, "gateway": 2},
+        replicas={"ingest": 2, "processor": 2},
     )
     stack.start(timeout_s=90)
     yield stack
@@ -79,37 +78,6 @@ async def test_two_ingest_processes_share_the_port(replicated_stack: ServiceStac
             break
         await asyncio.sleep(0.1)
     assert row == (accepted, accepted)
-
-
-async def test_two_gateway_processes_share_the_port(replicated_stack: ServiceStack) -> None:
-    stack = replicated_stack
-    admin = {"Authorization": f"Bearer {stack.admin_token}"}
-    async with (
-        aiohttp.ClientSession(base_url=stack.http_url) as http,
-        http.post("/api/site/create", json={"name": "edge"}, headers=admin) as response,
-    ):
-        site = await response.json()
-
-    async def client(index: int) -> int:
-        # A fresh connection per client: the kernel spreads connections over the processes.
-        async with aiohttp.ClientSession(
-            base_url=stack.http_url, connector=aiohttp.TCPConnector(force_close=True)
-        ) as http:
-            payload = {"site_id": site["site_id"], "event_type": "pageview", "path": f"/edge/{index}"}
-            async with http.post(
-                "/api/event", json=payload, headers={"x-api-key": site["api_key"]}
-            ) as response:
-                return response.status
-
-    statuses = await asyncio.gather(*(client(i) for i in range(40)))
-    assert statuses == [200] * 40
-    served = [
-        process.log_path.read_text().count('"/api/event"')
-        for name, process in stack.processes.items()
-        if name.split(".")[0] == "gateway"
-    ]
-    assert len(served) == 2 and all(count > 0 for count in served), served
-    assert sum(served) == 40
 
 
 def test_two_processor_processes_serve_one_port_and_consume_together(replicated_stack: ServiceStack) -> None:

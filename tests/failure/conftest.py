@@ -66,9 +66,9 @@ def private_stack(
     nats_factory: NatsFactory,
     tmp_path: Path,
 ) -> Iterator[StackFactory]:
-    """Factory: ``private_stack(database_url=None, nats_url=None, with_gateway=False, extra_env=None)``.
+    """Factory: ``private_stack(database_url=None, nats_url=None, with_edge=False, extra_env=None)``.
 
-    Starts auth, processor, ingest, query (and the HTTP gateway when asked) as real processes and
+    Starts auth, processor, ingest, query (and the Envoy edge when asked) as real processes and
     waits until all are SERVING. ``database_url`` defaults to a fresh database on the session server
     (dropped at teardown); ``nats_url`` defaults to a new private nats-server. ``extra_env`` is laid
     over FAILURE_ENV. Stacks are stopped at teardown, before the private servers they use.
@@ -80,7 +80,7 @@ def private_stack(
         *,
         database_url: str | None = None,
         nats_url: str | None = None,
-        with_gateway: bool = False,
+        with_edge: bool = False,
         extra_env: Mapping[str, str] | None = None,
         timeout_s: float = 60.0,
     ) -> ServiceStack:
@@ -98,7 +98,7 @@ def private_stack(
             log_dir=tmp_path / f"stack-{len(stacks)}-logs",
             admin_token=secrets.token_urlsafe(32),
             extra_env={**FAILURE_ENV, **(extra_env or {})},
-            with_gateway=with_gateway,
+            with_edge=with_edge,
         )
         stacks.append(stack)
         stack.start(timeout_s=timeout_s)
@@ -119,6 +119,6 @@ def _stop(stack: ServiceStack, timeout_s: float = 5.0) -> None:
     Graceful shutdown is asserted by the tests that care; a stack torn down after a test must not
     cost 20 s per slow process.
     """
-    for name in ("gateway", "ingest", "query", "processor", "auth"):
+    for name in ("edge", "ingest", "query", "processor", "auth"):
         if name in stack.processes:
             stack.processes[name].stop(timeout_s)

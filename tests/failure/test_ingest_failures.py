@@ -239,7 +239,7 @@ async def test_nats_outage_grpc_unavailable_then_every_acknowledged_event_stored
 async def test_nats_outage_http_503_then_every_acknowledged_event_stored_once(
     private_nats: LocalNats, private_stack: Callable[..., ServiceStack]
 ) -> None:
-    stack = private_stack(nats_url=private_nats.url, with_gateway=True)
+    stack = private_stack(nats_url=private_nats.url, with_edge=True)
     site = await new_site(stack)
     headers = {"x-api-key": site.api_key}
     acknowledged: list[str] = []

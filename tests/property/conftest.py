@@ -1,6 +1,6 @@
 """One real stack for the property tests, plus the bookkeeping that proves rejected input is never stored.
 
-The stack (auth, processor, ingest, query and the HTTP gateway) runs against its own database on the
+The stack (auth, processor, ingest, query and the Envoy edge) runs against its own database on the
 session PostgreSQL server and its own nats-server: the JetStream consumer must not be shared with
 another stack of the same session, whose processor would otherwise store these events elsewhere.
 """
@@ -66,7 +66,7 @@ class HttpReply:
 
 
 class Edge:
-    """Raw HTTP/1.1 calls to the gateway: any bytes, any headers, one connection per call."""
+    """Raw HTTP/1.1 calls to the edge: any bytes, any headers, one connection per call."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -182,7 +182,7 @@ def _check_status(error: grpc.RpcError) -> None:
 def property_stack(
     postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceStack]:
-    """The whole stack with the HTTP gateway, on a private nats-server and a database of its own."""
+    """The whole stack with the Envoy edge, on a private nats-server and a database of its own."""
     nats = LocalNats(tmp_path_factory.mktemp("property-nats"), free_port())
     nats.start()
     name = f"property_{uuid.uuid4().hex[:12]}"
@@ -192,14 +192,14 @@ def property_stack(
         log_dir=tmp_path_factory.mktemp("property-stack-logs"),
         admin_token=secrets.token_urlsafe(32),
         extra_env={"ANALYTICS_PROCESSOR_FETCH_TIMEOUT_S": "0.1"},
-        with_gateway=True,
+        with_edge=True,
     )
     try:
         stack.start(timeout_s=90)
         yield stack
     finally:
         # Clean-up only (graceful shutdown is tested elsewhere): no process may hold it up for long.
-        for service in ("gateway", "ingest", "query", "processor", "auth"):
+        for service in ("edge", "ingest", "query", "processor", "auth"):
             if service in stack.processes:
                 stack.processes[service].stop(5.0)
         nats.stop()
@@ -225,7 +225,7 @@ def ledger(property_stack: ServiceStack, sites: PropertySites, _accepted_ids: se
 
 @pytest.fixture(scope="session")
 def edge(property_stack: ServiceStack) -> Edge:
-    """Raw HTTP access to the stack's gateway."""
+    """Raw HTTP access to the stack's edge."""
     return Edge(property_stack.http_port)
 
 

@@ -370,7 +370,7 @@ def test_timestamp_beyond_datetime_range_is_400_not_500(edge: Any, ledger: Any) 
 
 @pytest.mark.parametrize("target", ["/v1/sites/%0A/stats/daily", "/api/stats%0A", "/%0D%0A"])
 def test_path_with_encoded_line_break_gets_a_json_error(edge: Any, ledger: Any, target: str) -> None:
-    """Every path is the gateway's to answer, with its JSON errors; none falls through to aiohttp's."""
+    """Every path is the edge's to answer, with JSON errors."""
     reply = edge.call("GET", target, None, {"x-api-key": ledger.sites.api_key})
     check_reply(reply, f"GET {target}")
     assert 400 <= reply.status < 500

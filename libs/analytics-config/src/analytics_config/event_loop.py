@@ -2,7 +2,8 @@
 
 grpc.aio, aiohttp, nats-py and psycopg run on any asyncio loop. uvloop (libuv) makes each socket
 read and write and each callback cheaper; on the 2-core development machine it lowered the CPU the
-gateway and ingest spend per HTTP event and the tail latency at 1,000 req/s (README: Benchmark).
+HTTP edge (then a Python gateway) and ingest spent per HTTP event and the tail latency at 1,000
+req/s (README: Benchmark).
 ``ANALYTICS_EVENT_LOOP=asyncio`` selects the standard library's loop instead.
 
 Before the loop starts, everything the service has built so far (its modules, protobuf descriptors,

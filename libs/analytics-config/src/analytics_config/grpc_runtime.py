@@ -10,8 +10,8 @@ poller that was the default before EventEngine. With EventEngine, a grpc.aio cal
 and write between EventEngine's threads, gRPC Python's completion-queue poller thread and the event
 loop: 11.6 context switches per unary call on the server. With the epoll poller it was 7.5, and a
 no-op unary call took about 20% less CPU on both sides (grpcio 1.85.1, 1,000 calls/s, 2-core
-machine). On the benchmark's HTTP path (gateway → ingest), the gateway's and ingest's CPU per request
-went down 6-9% (README: Benchmark).
+machine). On the benchmark's HTTP path (then a Python gateway → ingest), the gateway's and ingest's
+CPU per request went down 6-9% (README: Benchmark).
 
 ``GRPC_EXPERIMENTS=`` (set and empty) keeps gRPC's own defaults. A gRPC release that no longer knows
 one of these names logs "Unknown experiment" once at start-up and goes on with its defaults.

@@ -6,13 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from analytics_edge import docs, openapi
+from analytics_edge import docs, launcher, openapi
 
 # Subcommand → the function that adds its arguments and sets `run` (args → exit status) as a default;
 # its docstring is the subcommand's help. A new subcommand is one more entry, its code in its own module.
 SUBCOMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "openapi": openapi.add_cli,
     "docs": docs.add_cli,
+    "envoy": launcher.add_render_cli,
+    "run": launcher.add_run_cli,
 }
 
 

@@ -71,7 +71,7 @@ def test_bad_input_fails_with_a_message(
 
 
 def test_subcommands_are_one_dict_and_the_module_runs(tmp_path: Path) -> None:
-    assert list(SUBCOMMANDS) == ["openapi", "docs"]
+    assert list(SUBCOMMANDS) == ["openapi", "docs", "envoy", "run"]
     out = tmp_path / "o.json"
     command = [sys.executable, "-m", "analytics_edge", "openapi", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)

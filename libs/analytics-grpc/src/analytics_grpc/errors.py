@@ -70,7 +70,7 @@ class ServiceError(Exception):
         )
         if self.retry_after_s is None:
             return status
-        # Envoy and the local gateway copy a retry-after trailer into the HTTP Retry-After header.
+        # Envoy copies a retry-after trailer into the HTTP Retry-After header.
         retry_after = str(max(1, round(self.retry_after_s + 0.499)))
         return _Status(status.code, status.details, (*status.trailing_metadata, ("retry-after", retry_after)))
 

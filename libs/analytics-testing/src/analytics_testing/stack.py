@@ -23,12 +23,35 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_testing.ports import free_ports
 
+# The upstreams the edge's route table (deploy/envoy/edge.toml) names, as SERVICES names them.
+EDGE_UPSTREAMS = ("auth", "ingest", "query", "processor")
+
 SERVICES: tuple[tuple[str, str], ...] = (
     ("auth", "auth_service"),
     ("processor", "processor_service"),
     ("ingest", "ingest_service"),
     ("query", "query_service"),
 )
+
+
+def edge_arguments(
+    directory: Path, http_port: int, admin_port: int, addresses: Mapping[str, str], table: Path | None = None
+) -> list[str]:
+    """``python -m analytics_edge`` arguments that render the edge into ``directory`` and run Envoy
+    on ``http_port`` (admin on ``admin_port``), calling the upstreams at ``addresses``."""
+    args = [
+        "run",
+        "--dir",
+        str(directory),
+        "--listen",
+        f"127.0.0.1:{http_port}",
+        "--admin",
+        f"127.0.0.1:{admin_port}",
+        *(f"--upstream={name}={addresses[name]}" for name in EDGE_UPSTREAMS),
+    ]
+    if table is not None:
+        args += ["--table", str(table)]
+    return args
 
 
 def grpc_serving(address: str, timeout_s: float = 1.0) -> bool:
@@ -84,18 +107,19 @@ def wait_until_ready(
 
 @dataclass
 class ServiceProcess:
-    """One service running as ``python -m <module>`` with its own environment and log file."""
+    """One service running as ``python -m <module> [args]`` with its own environment and log file."""
 
     name: str
     module: str
     env: dict[str, str]
     log_path: Path
+    args: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+            [sys.executable, "-m", self.module, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -139,8 +163,52 @@ class ServiceProcess:
 
 
 @dataclass
+class Edge:
+    """Envoy alone, rendered for the given upstreams, on free loopback ports: for tests of the edge."""
+
+    directory: Path
+    upstreams: Mapping[str, str]
+    table: Path | None = None
+    process: ServiceProcess | None = None
+    http_port: int = 0
+    admin_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self, timeout_s: float = 30.0) -> Edge:
+        self.http_port, self.admin_port = free_ports(2)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = edge_arguments(self.directory, self.http_port, self.admin_port, self.upstreams, self.table)
+        self.process = ServiceProcess(
+            "edge", "analytics_edge", dict(os.environ), self.directory / "edge.log", args
+        )
+        self.process.start()
+        deadline = time.monotonic() + timeout_s
+        while not http_ok(f"{self.admin_url}/ready"):
+            if not self.process.running or time.monotonic() > deadline:
+                tail = self.process.log_tail()
+                self.process.kill()
+                raise TimeoutError(f"Envoy did not become ready in {timeout_s:.0f} s:\n{tail}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def log_lines(self) -> list[str]:
+        return [] if self.process is None else self.process.log_path.read_text(errors="replace").splitlines()
+
+
+@dataclass
 class ServiceStack:
-    """auth, processor, ingest, query and (optionally) the HTTP gateway on free loopback ports."""
+    """auth, processor, ingest, query and (optionally) the Envoy edge on free loopback ports."""
 
     database_url: str
     nats_url: str
@@ -148,12 +216,13 @@ class ServiceStack:
     admin_token: str
     internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: Mapping[str, str] = field(default_factory=dict)
-    with_gateway: bool = True
+    with_edge: bool = True
     # Extra processes per service sharing its port (SO_REUSEPORT), e.g. {"ingest": 2}.
     replicas: Mapping[str, int] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     http_port: int = 0
+    edge_admin_port: int = 0
 
     @property
     def http_url(self) -> str:
@@ -171,8 +240,6 @@ class ServiceStack:
                 "ANALYTICS_INGEST_ADDR": self.addresses["ingest"],
                 "ANALYTICS_QUERY_ADDR": self.addresses["query"],
                 "ANALYTICS_PROCESSOR_ADDR": self.addresses["processor"],
-                "ANALYTICS_HTTP_HOST": "127.0.0.1",
-                "ANALYTICS_HTTP_PORT": str(self.http_port),
                 "ANALYTICS_LOG_LEVEL": "INFO",
             }
         )
@@ -183,32 +250,31 @@ class ServiceStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Distinct ports, all held at once while the kernel picks them: replicas bind with
         # SO_REUSEPORT, and two services given the same port would silently share it.
-        *grpc_ports, http_port = free_ports(len(SERVICES) + 1)
+        *grpc_ports, http_port, admin_port = free_ports(len(SERVICES) + 2)
         for (name, _), port in zip(SERVICES, grpc_ports, strict=True):
             self.addresses[name] = f"127.0.0.1:{port}"
-        self.http_port = http_port if self.with_gateway else 0
         base = self._base_env()
-        modules: list[tuple[str, str]] = list(SERVICES)
-        if self.with_gateway:
-            modules.append(("gateway", "gateway_service"))
-        for name, module in modules:
+        for name, module in SERVICES:
             env = dict(base)
-            if name in self.addresses:
-                env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
+            env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
             if self.replicas.get(name, 1) > 1:
-                env["ANALYTICS_HTTP_REUSE_PORT" if name == "gateway" else "ANALYTICS_GRPC_REUSE_PORT"] = (
-                    "true"
-                )
+                env["ANALYTICS_GRPC_REUSE_PORT"] = "true"
             for index in range(1, max(1, self.replicas.get(name, 1)) + 1):
                 instance = name if index == 1 else f"{name}.{index}"
                 process = ServiceProcess(instance, module, env, self.log_dir / f"{instance}.log")
                 process.start()
                 self.processes[instance] = process
+        if self.with_edge:
+            self.http_port, self.edge_admin_port = http_port, admin_port
+            args = edge_arguments(self.log_dir / "edge", http_port, admin_port, self.addresses)
+            edge = ServiceProcess("edge", "analytics_edge", base, self.log_dir / "edge.log", args)
+            edge.start()
+            self.processes["edge"] = edge
         self.wait_ready(timeout_s)
 
     def wait_ready(self, timeout_s: float = 60.0, names: Sequence[str] | None = None) -> None:
         wanted = {n: a for n, a in self.addresses.items() if names is None or n in names}
-        http = self.http_url if self.with_gateway and (names is None or "gateway" in names) else None
+        http = self.http_url if self.with_edge and (names is None or "edge" in names) else None
         try:
             wait_until_ready(wanted, http, timeout_s=timeout_s)
         except TimeoutError as error:
@@ -242,7 +308,7 @@ class ServiceStack:
 
     def stop(self) -> None:
         # Edge first, then producers, then the consumer, so nothing is left half-done.
-        order = ("gateway", "ingest", "query", "processor", "auth")
+        order = ("edge", "ingest", "query", "processor", "auth")
         for name in order:
             for instance, process in self.processes.items():
                 if instance.split(".")[0] == name:

@@ -102,7 +102,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         user_agent = metadata.get("user-agent") or ""
         country = ""
         if proxied:
-            # Only a trusted proxy's word is taken for the browser's user agent and country.
+            # Only a trusted proxy's word is taken for the browser's user agent and country. Envoy
+            # passes the browser's user-agent through; a gRPC relay cannot set user-agent per call
+            # (grpc-core owns it), so it names the browser's in x-forwarded-user-agent.
             user_agent = metadata.get("x-forwarded-user-agent") or user_agent
             if self._clients.country_header:
                 country = self._clients.country(metadata.get(self._clients.country_header))

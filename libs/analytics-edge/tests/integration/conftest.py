@@ -1,11 +1,11 @@
-"""Real grpc.aio fake upstreams and the real gateway on free ports."""
+"""Real grpc.aio fake upstreams behind the real Envoy edge, rendered from the repository's route table."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
-from collections.abc import AsyncIterator, Callable
+import tomllib
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_status import rpc_status
 
 from analytics.v1 import (
@@ -25,10 +26,10 @@ from analytics.v1 import (
     query_pb2,
     query_pb2_grpc,
 )
-from gateway_service.server import GatewayServer
-from gateway_service.settings import Settings
+from analytics_edge.launcher import DEFAULT_TABLE
+from analytics_testing.stack import EDGE_UPSTREAMS, Edge
 
-MAX_BODY = 64 * 1024
+MAX_BODY = tomllib.loads(DEFAULT_TABLE.read_text())["http"]["max_body_bytes"]
 
 
 @dataclass
@@ -55,7 +56,6 @@ class Upstream:
     address: str
     calls: list[Call] = field(default_factory=list)
     abort: Abort | None = None
-    retry_after_ok: str | None = None
     delay_s: float = 0.0
 
     @property
@@ -75,8 +75,6 @@ class Upstream:
         self.calls.append(Call(method, request, dict(context.invocation_metadata() or ())))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.retry_after_ok is not None:
-            context.set_trailing_metadata((("retry-after", self.retry_after_ok),))
         if self.abort is None:
             return
         abort, self.abort = self.abort, None
@@ -171,12 +169,20 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
 
 @pytest.fixture(scope="session")
 async def upstream_server() -> AsyncIterator[Upstream]:
-    server = grpc.aio.server()
+    # The keepalive policy of the real services (analytics_grpc.server): Envoy pings idle upstreams.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     upstream = Upstream(f"127.0.0.1:{port}")
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(FakeIngest(upstream), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(FakeQuery(upstream), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(FakeAuth(upstream), server)
+    # Envoy health-checks its upstreams with the stock service, as it does the real ones.
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     await server.start()
     yield upstream
     await server.stop(None)
@@ -186,29 +192,46 @@ async def upstream_server() -> AsyncIterator[Upstream]:
 def upstream(upstream_server: Upstream) -> Upstream:
     upstream_server.calls.clear()
     upstream_server.abort = None
-    upstream_server.retry_after_ok = None
     upstream_server.delay_s = 0.0
     return upstream_server
 
 
-def _settings(upstream_address: str, **overrides: Any) -> Settings:
-    base = Settings(
-        http_port=0,
-        ingest_addr=upstream_address,
-        query_addr=upstream_address,
-        auth_addr=upstream_address,
-        max_body_bytes=MAX_BODY,
-        upstream_timeout_s=5.0,
-    )
-    return dataclasses.replace(base, **overrides)
+@pytest.fixture(scope="session")
+def start_edge(
+    upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., AbstractAsyncContextManager[Edge]]:
+    """Starts an Envoy edge for the length of an async with: every upstream is the fake server
+    unless ``upstreams`` says otherwise; ``table`` replaces the route table (TOML text)."""
+
+    @asynccontextmanager
+    async def start(
+        upstreams: Mapping[str, str] | None = None, table: str | None = None
+    ) -> AsyncIterator[Edge]:
+        directory = tmp_path_factory.mktemp("edge")
+        table_path = None
+        if table is not None:
+            table_path = directory / "edge.toml"
+            table_path.write_text(table)
+        addresses = {name: upstream_server.address for name in EDGE_UPSTREAMS} | dict(upstreams or {})
+        # In a thread: the fake upstreams run on this event loop and must answer Envoy meanwhile.
+        edge = await asyncio.to_thread(Edge(directory, addresses, table_path).start)
+        try:
+            yield edge
+        finally:
+            await asyncio.to_thread(edge.stop)
+
+    return start
 
 
 @pytest.fixture(scope="session")
-async def gateway(upstream_server: Upstream) -> AsyncIterator[str]:
-    server = GatewayServer(_settings(upstream_server.address))
-    await server.start()
-    yield server.url
-    await server.stop()
+async def edge_process(start_edge: Callable[..., AbstractAsyncContextManager[Edge]]) -> AsyncIterator[Edge]:
+    async with start_edge() as edge:
+        yield edge
+
+
+@pytest.fixture(scope="session")
+def edge(edge_process: Edge) -> str:
+    return edge_process.url
 
 
 @pytest.fixture(scope="session")
@@ -219,23 +242,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def max_body() -> int:
-    return MAX_BODY
-
-
-@pytest.fixture
-def start_gateway(upstream_server: Upstream) -> Callable[..., AbstractAsyncContextManager[GatewayServer]]:
-    """Starts another gateway with some settings overridden, for the length of an async with."""
-
-    @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[GatewayServer]:
-        server = GatewayServer(_settings(upstream_server.address, **overrides))
-        await server.start()
-        try:
-            yield server
-        finally:
-            await server.stop()
-
-    return start
+    return int(MAX_BODY)
 
 
 @pytest.fixture

@@ -1,0 +1,484 @@
+"""Renders Envoy's configuration for the HTTP edge from the descriptor set and the route table."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+_TYPE = "type.googleapis.com/"
+HCM = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TRANSCODER = _TYPE + "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
+CORS_FILTER = _TYPE + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = _TYPE + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+ROUTER = _TYPE + "envoy.extensions.filters.http.router.v3.Router"
+FILTER_CONFIG = _TYPE + "envoy.config.route.v3.FilterConfig"
+STDOUT_LOG = _TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+REQ_WITHOUT_QUERY = _TYPE + "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+DOWNSTREAM_CONNECTIONS = (
+    _TYPE + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+BUFFER = _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer"
+HEALTH_CHECK = _TYPE + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
+HTTP_OPTIONS = _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+# Envoy's own answers (no route, malformed JSON, body too large, upstream down) get the same body
+# as every gRPC error the transcoder converts: google.rpc.Status with the code the HTTP status maps
+# back to (the inverse of Envoy's gRPC → HTTP mapping).
+LOCAL_REPLY_CODES: dict[int, int] = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    405: 12,  # UNIMPLEMENTED
+    408: 4,  # DEADLINE_EXCEEDED
+    413: 3,  # INVALID_ARGUMENT: the request, not the server, is at fault
+    415: 3,
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 3,
+    499: 1,  # CANCELLED
+    500: 13,  # INTERNAL
+    501: 12,
+    502: 14,  # UNAVAILABLE
+    503: 14,
+    504: 4,
+}
+# Headers a browser may send on a cross-origin call, and those its script may read in the answer.
+CORS_ALLOW_HEADERS = ("content-type", "x-api-key", "authorization", "x-request-id")
+CORS_EXPOSE_HEADERS = ("retry-after", "x-request-id")
+GRPC_RESPONSE_HEADERS = (
+    "grpc-status",
+    "grpc-message",
+    "grpc-accept-encoding",
+    "x-envoy-upstream-service-time",
+)
+UNROUTED = "unrouted"
+# The upstream whose health HEAD /health reports: the edge exists to take events.
+HEALTH_UPSTREAM = "ingest"
+# Request bodies are taken as sent. Envoy's decompressor ends a request with trailers, and on a
+# corrupt gzip body the transcoder then never fails it: the call hung until the route timeout (504)
+# in Envoy 1.40. Browsers do not compress request bodies; gRPC callers have gRPC's compression.
+ACCEPTED_ENCODINGS = "(?i)identity"
+
+
+class EdgeConfigError(ValueError):
+    """The route table and the descriptor set do not fit together."""
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One RPC reachable over HTTP: its gRPC path and the upstream that serves it."""
+
+    grpc_path: str
+    upstream: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """deploy/envoy/edge.toml, read and checked."""
+
+    services: Mapping[str, tuple[str, float]]
+    max_body_bytes: int
+    cors_allow_origins: tuple[str, ...]
+    cors_max_age_s: int
+
+    @classmethod
+    def load(cls, path: Path) -> RouteTable:
+        data = tomllib.loads(path.read_text())
+        services: dict[str, tuple[str, float]] = {}
+        for name, entry in data.get("services", {}).items():
+            try:
+                services[name] = (str(entry["upstream"]), float(entry["timeout_s"]))
+            except (KeyError, TypeError, ValueError) as error:
+                raise EdgeConfigError(f"{path}: services.{name!r} needs upstream and timeout_s") from error
+        http = data.get("http", {})
+        return cls(
+            services=services,
+            max_body_bytes=int(http.get("max_body_bytes", 2 * 1024 * 1024)),
+            cors_allow_origins=tuple(http.get("cors_allow_origins", ["*"])),
+            cors_max_age_s=int(http.get("cors_max_age_s", 86_400)),
+        )
+
+    @property
+    def upstreams(self) -> list[str]:
+        return sorted({upstream for upstream, _ in self.services.values()})
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise EdgeConfigError(f"expected host:port, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def socket(self) -> dict[str, Any]:
+        return {"socket_address": {"address": self.host, "port_value": self.port}}
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Where this rendering of the edge listens, finds its files and reaches the services."""
+
+    listen: Address
+    admin: Address
+    descriptor_path: str
+    upstreams: Mapping[str, Address]
+    openapi_path: str | None = None
+    docs_path: str | None = None
+    # Kubernetes Services resolve to several pods; local upstreams are single addresses.
+    dns_upstreams: bool = False
+    extra_listen: Sequence[Address] = field(default_factory=tuple)
+
+
+def _http_rules(rule: annotations_pb2.http__pb2.HttpRule) -> Iterator[annotations_pb2.http__pb2.HttpRule]:
+    yield rule
+    yield from rule.additional_bindings
+
+
+def http_routes(descriptor_set: descriptor_pb2.FileDescriptorSet, table: RouteTable) -> list[HttpRoute]:
+    """Every RPC with a google.api.http rule, with its upstream; fails on an unlisted service."""
+    routes: list[HttpRoute] = []
+    for file in descriptor_set.file:
+        for service in file.service:
+            full_name = f"{file.package}.{service.name}" if file.package else service.name
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue  # internal: reachable over gRPC only
+                if full_name not in table.services:
+                    raise EdgeConfigError(
+                        f"{full_name}.{method.name} has an http rule but {full_name} is not in the "
+                        "route table (deploy/envoy/edge.toml [services])"
+                    )
+                upstream, timeout_s = table.services[full_name]
+                routes.append(HttpRoute(f"/{full_name}/{method.name}", upstream, timeout_s))
+    return routes
+
+
+def transcoded_services(routes: Sequence[HttpRoute]) -> list[str]:
+    return sorted({route.grpc_path.split("/")[1] for route in routes})
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _json_error(code: int) -> dict[str, Any]:
+    return {
+        "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+        "content_type": "application/json",
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    mappers = [
+        {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {
+                        "op": "EQ",
+                        "value": {"default_value": status, "runtime_key": f"edge.local_reply.{status}"},
+                    }
+                }
+            },
+            "body_format_override": _json_error(code),
+        }
+        for status, code in LOCAL_REPLY_CODES.items()
+    ]
+    # No default body_format: it would also wrap the direct responses that serve /openapi.json.
+    return {"mappers": mappers}
+
+
+def _access_log() -> list[dict[str, Any]]:
+    # Never the query string (it may carry a key), the client address or credentials.
+    fields = {
+        "time": "%START_TIME%",
+        "event": "http_request",
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "rpc": "%REQ_WITHOUT_QUERY(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": STDOUT_LOG,
+                "log_format": {
+                    "json_format": fields,
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": {"@type": REQ_WITHOUT_QUERY},
+                        }
+                    ],
+                },
+            },
+        }
+    ]
+
+
+def _cors_policy(table: RouteTable) -> dict[str, Any]:
+    origins = (
+        [{"safe_regex": {"regex": ".*"}}]
+        if "*" in table.cors_allow_origins
+        else [{"exact": origin} for origin in table.cors_allow_origins]
+    )
+    return {
+        "@type": CORS_POLICY,
+        "allow_origin_string_match": origins,
+        "allow_methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        "allow_headers": ", ".join(CORS_ALLOW_HEADERS),
+        "expose_headers": ", ".join(CORS_EXPOSE_HEADERS),
+        "max_age": str(table.cors_max_age_s),
+    }
+
+
+def _without_transcoder() -> dict[str, Any]:
+    return {"envoy.filters.http.grpc_json_transcoder": {"@type": FILTER_CONFIG, "disabled": True}}
+
+
+def _static_file(path: str, filename: str, content_type: str) -> dict[str, Any]:
+    return {
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"filename": filename}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": content_type},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": _without_transcoder(),
+    }
+
+
+def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = [
+        {
+            # A body in an encoding the edge cannot decode would reach the transcoder as garbage.
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": "content-encoding", "present_match": True},
+                    {
+                        "name": "content-encoding",
+                        "string_match": {"safe_regex": {"regex": ACCEPTED_ENCODINGS}},
+                        "invert_match": True,
+                    },
+                ],
+            },
+            "direct_response": {
+                "status": 415,
+                "body": {"inline_string": "unsupported Content-Encoding: send the body uncompressed"},
+            },
+            "typed_per_filter_config": _without_transcoder(),
+        }
+    ]
+    if settings.openapi_path:
+        result.append(_static_file("/openapi.json", settings.openapi_path, "application/json"))
+    if settings.docs_path:
+        result.append(_static_file("/docs", settings.docs_path, "text/html; charset=utf-8"))
+    for route in routes:
+        result.append(
+            {
+                # The transcoder has already turned the HTTP request into this gRPC call.
+                "match": {"path": route.grpc_path},
+                "route": {"cluster": route.upstream, "timeout": _duration(route.timeout_s)},
+            }
+        )
+    # Every other path. The transcoder has already answered 404 for any HTTP request it could not
+    # map, so this route exists for the CORS filter, which needs a route that is not a direct
+    # response to answer preflights and to tag errors. Whatever reaches the router through it (a
+    # native gRPC call to a method without an http rule) finds no such cluster: 404.
+    result.append(
+        {
+            "match": {"prefix": "/"},
+            "route": {"cluster": UNROUTED, "cluster_not_found_response_code": "NOT_FOUND"},
+        }
+    )
+    return result
+
+
+def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "5s"}}
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address.socket()}}]}],
+        },
+        # The services' stock gRPC health service: NOT_SERVING takes an endpoint out of rotation.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "outlier_detection": {
+            "consecutive_gateway_failure": 5,
+            "consecutive_5xx": 0,
+            "interval": "5s",
+            "base_ejection_time": "10s",
+            "max_ejection_percent": 50,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": 1024,
+                    "max_pending_requests": 4096,
+                    "max_requests": 8192,
+                    "max_retries": 3,
+                }
+            ]
+        },
+    }
+
+
+def render(
+    settings: EdgeSettings, table: RouteTable, descriptor_set: descriptor_pb2.FileDescriptorSet
+) -> dict[str, Any]:
+    """The whole Envoy bootstrap configuration, as a JSON-ready dict."""
+    routes = http_routes(descriptor_set, table)
+    missing = [name for name in table.upstreams if name not in settings.upstreams]
+    if missing:
+        raise EdgeConfigError(f"no address for upstream(s): {', '.join(missing)}")
+    transcoder = {
+        "@type": TRANSCODER,
+        "proto_descriptor": settings.descriptor_path,
+        "services": transcoded_services(routes),
+        "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+        "convert_grpc_status": True,
+        "ignore_unknown_query_parameters": True,
+        "request_validation_options": {"reject_unknown_method": True},
+        "max_request_body_size": table.max_body_bytes,
+    }
+    http_filters = [
+        {"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS_FILTER}},
+        {
+            # Runs after the transcoder on the way out: the gRPC framing headers it leaves on a
+            # converted answer mean nothing to an HTTP client.
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": HEADER_MUTATION,
+                "mutations": {"response_mutations": [{"remove": name} for name in GRPC_RESPONSE_HEADERS]},
+            },
+        },
+        {
+            # The whole body before the transcoder sees any of it: the limit counts every byte (the
+            # transcoder's own limit counts only what its JSON parser holds at a time).
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {"@type": BUFFER, "max_request_bytes": table.max_body_bytes},
+        },
+        {
+            # HEAD /health (load balancers, uptime checks) is answered here from the active health
+            # checks of the ingest upstream: 200 while one endpoint is healthy, else 503, no body.
+            # GET /health goes to ingest itself through the transcoder.
+            "name": "envoy.filters.http.health_check",
+            "typed_config": {
+                "@type": HEALTH_CHECK,
+                "pass_through_mode": False,
+                "headers": [
+                    {"name": ":path", "string_match": {"exact": "/health"}},
+                    {"name": ":method", "string_match": {"exact": "HEAD"}},
+                ],
+                "cluster_min_healthy_percentages": {HEALTH_UPSTREAM: {"value": 1.0}},
+            },
+        },
+        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
+        {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+    ]
+    connection_manager = {
+        "@type": HCM,
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "preserve_external_request_id": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "access_log": _access_log(),
+        "local_reply_config": _local_reply_config(),
+        "http_filters": http_filters,
+        "route_config": {
+            "name": "edge",
+            "max_direct_response_body_size_bytes": 1024 * 1024,
+            # The catch-all route names a cluster that deliberately does not exist.
+            "validate_clusters": False,
+            "virtual_hosts": [
+                {
+                    "name": "analytics",
+                    "domains": ["*"],
+                    "routes": _routes(settings, routes),
+                    "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(table)},
+                }
+            ],
+        },
+    }
+    listeners = [
+        {
+            "name": f"http_{index}",
+            "address": address.socket(),
+            # The transcoder holds a whole request body; leave room for the largest one allowed.
+            "per_connection_buffer_limit_bytes": table.max_body_bytes + 64 * 1024,
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": connection_manager,
+                        }
+                    ]
+                }
+            ],
+        }
+        for index, address in enumerate([settings.listen, *settings.extra_listen])
+    ]
+    clusters = [_cluster(name, settings.upstreams[name], settings.dns_upstreams) for name in table.upstreams]
+    return {
+        "node": {"id": "analytics-edge", "cluster": "analytics-edge"},
+        "admin": {"address": settings.admin.socket()},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": DOWNSTREAM_CONNECTIONS,
+                        "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                    },
+                }
+            ]
+        },
+    }

@@ -1,0 +1,125 @@
+"""The Envoy configuration rendered from the real descriptor set and the repository's route table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api import annotations_pb2
+
+from analytics_edge import envoy, launcher, openapi
+
+UPSTREAMS = [
+    f"{name}=127.0.0.1:{port}" for name, port in (("auth", 1), ("ingest", 2), ("query", 3), ("processor", 4))
+]
+
+
+def _descriptor() -> Any:
+    return openapi.load_descriptor_set(openapi.default_descriptor_set())
+
+
+def _rpcs_with_http_rules() -> set[str]:
+    found = set()
+    for file in _descriptor().file:
+        for service in file.service:
+            for method in service.method:
+                if method.options.HasExtension(annotations_pb2.http):
+                    found.add(f"/{file.package}.{service.name}/{method.name}")
+    return found
+
+
+def _connection_manager(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    typed: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return typed
+
+
+def _render(
+    tmp_path: Path, table: Path = launcher.DEFAULT_TABLE
+) -> tuple[launcher.EdgeFiles, dict[str, Any]]:
+    files = launcher.write_edge(
+        tmp_path, listen="127.0.0.1:8080", admin="127.0.0.1:9901", upstreams=UPSTREAMS, table=table
+    )
+    return files, json.loads(files.config.read_text())
+
+
+def test_every_rpc_with_an_http_rule_has_one_route_to_its_upstream(tmp_path: Path) -> None:
+    _, config = _render(tmp_path)
+    routes = _connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    grpc_routes = {
+        r["match"]["path"]: r["route"]["cluster"] for r in routes if "path" in r["match"] and "route" in r
+    }
+    expected = _rpcs_with_http_rules()
+    assert set(grpc_routes) == expected
+    assert "/analytics.v1.AuthService/Authenticate" not in grpc_routes  # internal: no http rule
+    assert "/analytics.v1.IngestService/TrackStream" not in grpc_routes
+    assert grpc_routes["/analytics.v1.IngestService/Track"] == "ingest"
+    assert grpc_routes["/analytics.v1.QueryService/GetDailyStats"] == "query"
+    # Everything else ends at a cluster that does not exist: 404, never a service.
+    last = routes[-1]
+    assert last["match"] == {"prefix": "/"}
+    assert last["route"]["cluster"] not in {c["name"] for c in config["static_resources"]["clusters"]}
+
+
+def test_transcoder_serves_exactly_the_services_with_http_rules(tmp_path: Path) -> None:
+    files, config = _render(tmp_path)
+    filters = {f["name"]: f["typed_config"] for f in _connection_manager(config)["http_filters"]}
+    transcoder = filters["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["services"] == sorted({path.split("/")[1] for path in _rpcs_with_http_rules()})
+    assert transcoder["proto_descriptor"] == str(files.descriptor)
+    assert files.descriptor.read_bytes() == openapi.default_descriptor_set()
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["request_validation_options"] == {"reject_unknown_method": True}
+    assert next(iter(filters)) == "envoy.filters.http.cors"
+    assert list(filters)[-1] == "envoy.filters.http.router"
+
+
+def test_a_service_missing_from_the_route_table_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "edge.toml"
+    text = launcher.DEFAULT_TABLE.read_text()
+    start = text.index('[services."analytics.v1.QueryService"]')
+    end = text.index("[services.", start + 1)
+    table.write_text(text[:start] + text[end:])
+    with pytest.raises(envoy.EdgeConfigError, match=r"analytics\.v1\.QueryService is not in the route table"):
+        _render(tmp_path / "out", table)
+
+
+def test_an_upstream_without_an_address_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(envoy.EdgeConfigError, match="no address for upstream"):
+        launcher.write_edge(
+            tmp_path, listen="127.0.0.1:8080", admin="127.0.0.1:9901", upstreams=UPSTREAMS[:3]
+        )
+    with pytest.raises(envoy.EdgeConfigError, match="name=host:port"):
+        launcher.write_edge(tmp_path, listen="127.0.0.1:8080", admin="127.0.0.1:9901", upstreams=["auth"])
+
+
+def test_listed_origins_are_matched_exactly(tmp_path: Path) -> None:
+    table = tmp_path / "edge.toml"
+    table.write_text(
+        launcher.DEFAULT_TABLE.read_text().replace('["*"]', '["https://a.example", "https://b.example"]')
+    )
+    _, config = _render(tmp_path / "out", table)
+    policy = _connection_manager(config)["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]
+    matchers = policy["envoy.filters.http.cors"]["allow_origin_string_match"]
+    assert matchers == [{"exact": "https://a.example"}, {"exact": "https://b.example"}]
+
+
+def test_access_log_leaves_out_query_strings_and_addresses(tmp_path: Path) -> None:
+    _, config = _render(tmp_path)
+    fields = _connection_manager(config)["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    text = repr(fields)
+    assert "DOWNSTREAM" not in text  # no client address
+    assert "%REQ(:PATH)%" not in text  # the full path carries the query string
+    assert fields["path"].startswith("%REQ_WITHOUT_QUERY(")
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_envoy_accepts_the_rendering(tmp_path: Path) -> None:
+    files, _ = _render(tmp_path)
+    checked = launcher.validate(files)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # And refuses a broken one, so the check above can fail.
+    files.config.write_text(files.config.read_text().replace('"LEAST_REQUEST"', '"NO_SUCH_POLICY"'))
+    assert launcher.validate(files).returncode != 0

@@ -1,1 +1,0 @@
-"""Local HTTP edge reproducing Envoy's gRPC-JSON transcoder."""
