@@ -267,6 +267,10 @@ METHODS: dict[str, str] = {
     "/analytics.v1.IngestService/GetHealth": "ingest",
     "/analytics.v1.QueryService/GetDailyStats": "query",
     "/analytics.v1.AuthService/CreateApiKey": "auth",
+    "/analytics.v1.AuthService/ListSites": "auth",
+    "/analytics.v1.AuthService/GetSite": "auth",
+    "/analytics.v1.AuthService/UpdateSite": "auth",
+    "/analytics.v1.AuthService/ListApiKeys": "auth",
     "/analytics.v1.AuthService/Authenticate": "auth",
     "/analytics.v1.AuthService/GetVisitorSalts": "auth",
 }
