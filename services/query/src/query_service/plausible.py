@@ -21,6 +21,7 @@ from query_service.answer import Answer
 from query_service.request import shown
 from query_service.spec import OPERATORS, StatsQuery
 
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?")
 _LOGICAL = ("and", "or", "not")
 _UNSUPPORTED_OPERATORS = ("has_done", "has_not_done", "matches_wildcard", "matches_wildcard_not")
 _INCLUDE_KEYS = ("time_labels", "total_rows", "comparisons", "imports")
@@ -118,7 +119,10 @@ def site_reference(request: query_pb2.QueryPlausibleRequest) -> tuple[str, str]:
     try:
         return str(uuid.UUID(given)), ""
     except ValueError:
-        return "", given
+        pass
+    if len(given) > 253 or not _DOMAIN.fullmatch(given):
+        raise _fail("site_id", f"must be a site's domain or UUID, got {shown(given)}")
+    return "", given
 
 
 def _include(value: Any, typed: query_pb2.QueryRequest) -> bool:

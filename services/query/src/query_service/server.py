@@ -13,7 +13,7 @@ from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
-from query_service.servicer import PlausibleQueryServicer, QueryServicer
+from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
 
@@ -39,11 +39,6 @@ async def serve(settings: Settings) -> None:
         query_pb2_grpc.add_QueryServiceServicer_to_server,
         QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
-    )
-    server.add(
-        query_pb2_grpc.add_PlausibleQueryServiceServicer_to_server,
-        PlausibleQueryServicer(snapshots, auth),
-        "analytics.v1.PlausibleQueryService",
     )
     server.install_signal_handlers()
     await server.start()

@@ -139,12 +139,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         answer, query = await self._reports.query(request, site_id, access.site.timezone, context)
         return encode(answer, query)
 
-
-class PlausibleQueryServicer(query_pb2_grpc.PlausibleQueryServiceServicer):
-    def __init__(self, snapshots: Snapshots, auth: AuthClient) -> None:
-        self._reports = Reports(snapshots)
-        self._auth = auth
-
     async def QueryPlausible(
         self, request: query_pb2.QueryPlausibleRequest, context: Context
     ) -> query_pb2.QueryPlausibleResponse:

@@ -20,7 +20,7 @@ from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 from processor_service.writer import EventWriter, rows_of
 from query_service.reference import EventRow
-from query_service.servicer import PlausibleQueryServicer, QueryServicer
+from query_service.servicer import QueryServicer
 from query_service.snapshot import DatabaseHealth, Snapshots
 
 ADMIN = "query-test-admin-token-0123456789"
@@ -62,7 +62,6 @@ class QueryStack:
     """The query service in front of a real auth service and database."""
 
     query: query_pb2_grpc.QueryServiceStub
-    plausible: query_pb2_grpc.PlausibleQueryServiceStub
     auth: auth_pb2_grpc.AuthServiceStub
     pool: AsyncConnectionPool
     writer: EventWriter
@@ -127,11 +126,6 @@ async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
         QueryServicer(snapshots, auth_client),
         "analytics.v1.QueryService",
     )
-    server.add(
-        query_pb2_grpc.add_PlausibleQueryServiceServicer_to_server,
-        PlausibleQueryServicer(snapshots, auth_client),
-        "analytics.v1.PlausibleQueryService",
-    )
     port = await server.start()
     await server.set_serving()
     async with (
@@ -140,7 +134,6 @@ async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
     ):
         yield QueryStack(
             query=query_pb2_grpc.QueryServiceStub(channel),
-            plausible=query_pb2_grpc.PlausibleQueryServiceStub(channel),
             auth=auth_pb2_grpc.AuthServiceStub(auth_channel),
             pool=pool,
             writer=EventWriter(pool),
