@@ -312,6 +312,8 @@ def answer(query: StatsQuery, rows: list[EventRow]) -> RefAnswer:
     if labels is not None and len(query.dimensions) == 1:
         for name in labels:
             groups.setdefault((name,), _Acc())
+    if not query.dimensions:
+        groups.setdefault((), _Acc())  # totals are one row, zeros when nothing matched
 
     def sort_key(item: tuple[tuple[str, ...], _Acc]) -> list[Any]:
         dims, acc = item

@@ -69,6 +69,9 @@ async def test_aggregate_metrics_follow_their_definitions(query_stack: QueryStac
             row(at(2024, 3, 10, 9, 41), 1, "/blog"),
             # Visitor 2: one bounce.
             row(at(2024, 3, 10, 12), 2, "/"),
+            # Visitor 6: one page view and a custom event: engaged, not a bounce.
+            row(at(2024, 3, 10, 13), 6, "/"),
+            row(at(2024, 3, 10, 13, 1), 6, "/", kind=2, name="play"),
             # Bots and events without a visitor count nowhere; other days and sites neither.
             row(at(2024, 3, 10, 12), 3, "/", is_bot=True),
             row(at(2024, 3, 10, 12), 0, "/"),
@@ -79,8 +82,8 @@ async def test_aggregate_metrics_follow_their_definitions(query_stack: QueryStac
     other, _ = await query_stack.site()
     await query_stack.write(other, [row(at(2024, 3, 10, 12), 1, "/")])
     rows = await query(query_stack, site, date_range=DAY, metrics=ALL)
-    # 3 visits: 6 page views, 2 bounces, durations 600 + 0 + 0 s.
-    assert rows == [([], [2, 3, 5, 1.67, 67, 200, 6])]
+    # 4 visits: 6 page views, 2 bounces, durations 600 + 0 + 0 + 60 s.
+    assert rows == [([], [3, 4, 6, 1.5, 50, 165, 8])]
     empty = await query(
         query_stack, site, date_range={"start": "2024-03-12", "end": "2024-03-12"}, metrics=ALL
     )

@@ -215,7 +215,9 @@ def _exact(metric: str) -> sql.Composable:
     )
 
 
-def _grouped_sql(query: StatsQuery, plan: _Plan, labels: list[str] | None, paginate: bool) -> sql.Composed:
+def _grouped_sql(
+    query: StatsQuery, plan: _Plan, labels: list[str] | None, paginate: bool, *, count_only: bool = False
+) -> sql.Composed:
     count = len(query.dimensions)
     names = _names(count)
     ctes: list[sql.Composable] = []
@@ -282,6 +284,8 @@ def _grouped_sql(query: StatsQuery, plan: _Plan, labels: list[str] | None, pagin
             ).format(sql.SQL(", ").join(filled))
         )
         source_name = sql.SQL("filled")
+    if count_only:
+        return sql.SQL("WITH {} SELECT count(*) FROM {}").format(sql.SQL(", ").join(ctes), source_name)
     page = sql.SQL(" LIMIT %(limit)s OFFSET %(offset)s") if paginate else sql.SQL("")
     return sql.SQL("WITH {} SELECT {}, count(*) OVER () AS total_rows FROM {}{}{}").format(
         sql.SQL(", ").join(ctes),
@@ -323,7 +327,17 @@ async def grouped(
     rows = await cur.fetchall()
     count = len(query.dimensions)
     groups = [Group(tuple(str(value) for value in row[:count]), _raw(row[count:])) for row in rows]
-    return Groups(groups, int(rows[0][-1]) if rows else 0)
+    if rows:
+        return Groups(groups, int(rows[0][-1]))
+    if not paginate or query.offset == 0:
+        return Groups(groups, 0)
+    # The offset is past the last row: count the rows on their own.
+    plan = _plan(query)
+    statement = _grouped_sql(query, plan, labels, paginate, count_only=True)
+    params = {**_base_params(query, span, max_span), **plan.params.values, "labels": labels}
+    cur = await conn.execute(statement, params)
+    total = await cur.fetchone()
+    return Groups(groups, int(total[0]) if total else 0)
 
 
 def _raw(values: Any) -> Raw:
