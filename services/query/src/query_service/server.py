@@ -33,7 +33,7 @@ async def serve(settings: Settings) -> None:
     pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     server = GrpcServer("query", settings.grpc_listen)
-    health = DatabaseHealth(pool, server.set_not_serving, server.set_serving)
+    health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
     snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
     server.add(
         query_pb2_grpc.add_QueryServiceServicer_to_server,

@@ -32,13 +32,13 @@ class DatabaseHealth:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        conninfo: str,
         on_lost: Callable[[], Awaitable[None]],
         on_back: Callable[[], Awaitable[None]],
         *,
         probe_interval_s: float = 1.0,
     ) -> None:
-        self._pool = pool
+        self._conninfo = conninfo
         self._on_lost = on_lost
         self._on_back = on_back
         self._probe_interval_s = probe_interval_s
@@ -54,14 +54,17 @@ class DatabaseHealth:
             self._lost = True
             log.warning("database lost: not serving until it answers again")
             await self._on_lost()
-            self._changed.set()
+        self._changed.set()
 
     async def probe(self) -> bool:
-        """One check that the database answers; marks it lost or back accordingly."""
+        """One check that the database answers; marks it lost or back accordingly. It opens a
+        connection of its own: a pool busy with long queries must not look like a lost database."""
+        timeout_s = max(1, round(self._probe_interval_s * 2))
         try:
-            async with self._pool.connection(timeout=self._probe_interval_s * 2) as conn:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=timeout_s)
+            async with conn:
                 await conn.execute("SELECT 1")
-        except (psycopg.Error, PoolTimeout):
+        except psycopg.Error:
             await self.mark_lost()
             return False
         if self._lost:
@@ -71,12 +74,14 @@ class DatabaseHealth:
         return True
 
     async def watch(self) -> None:
-        """Probes forever: at the interval while the database is lost, and soon after it is lost."""
+        """Runs for the service's life: once the database is lost, probes it at the interval until
+        it answers again (requests find a lost database; nothing is probed while all is well)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._probe_interval_s)
-            self._changed.clear()
-            await self.probe()
+            await self._changed.wait()
+            if await self.probe():
+                self._changed.clear()
+            else:
+                await asyncio.sleep(self._probe_interval_s)
 
 
 class Snapshots:

@@ -119,7 +119,7 @@ async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
     await auth_server.set_serving()
     auth_client = AuthClient(f"127.0.0.1:{auth_port}", ttl_s=0)
     server = GrpcServer("query", "127.0.0.1:0", grace_s=1)
-    health = DatabaseHealth(pool, server.set_not_serving, server.set_serving, probe_interval_s=0.2)
+    health = DatabaseHealth(database_url, server.set_not_serving, server.set_serving, probe_interval_s=0.2)
     snapshots = Snapshots(pool, health, 10_000)
     server.add(
         query_pb2_grpc.add_QueryServiceServicer_to_server,
