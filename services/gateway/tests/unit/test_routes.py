@@ -119,6 +119,12 @@ def test_descriptor_set_yields_every_binding_and_skips_rpcs_without_rules() -> N
         ("GET", "/stats"),
         ("GET", "/v1/admin/dead-letters"),
         ("POST", "/v1/admin/dead-letters:replay"),
+        ("GET", "/v1/sites"),
+        ("GET", "/v1/sites/{site_id}"),
+        ("PATCH", "/v1/sites/{site_id}"),
+        ("GET", "/v1/sites/{site_id}/keys"),
+        ("POST", "/v1/sites/{site_id}/query"),
+        ("POST", "/api/v2/query"),
     }
     assert all(route.method.name != "Authenticate" for route in routes.values())
     batch = routes[("POST", "/api/events/batch")]

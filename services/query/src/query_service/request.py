@@ -317,11 +317,19 @@ async def parse_query(
     bucket: Bucket | None = None
     if times and span is not None:
         bucket = timerange.auto_bucket(span) if times[0] == "time" else _BUCKETS[times[0]]
-    if request.include.time_labels:
-        if not times:
-            check.bad("include.time_labels", "needs a time dimension")
-        elif span is not None and bucket is not None and timerange.bucket_count(span, bucket) > MAX_LABELS:
-            check.bad("include.time_labels", f"the date_range has more than {MAX_LABELS} {bucket} buckets")
+    if request.include.time_labels and not times:
+        check.bad("include.time_labels", "needs a time dimension")
+    # Labels are listed, and comparisons matched, bucket by bucket: their number is bounded.
+    for needs_labels, field in (
+        (request.include.time_labels, "include.time_labels"),
+        (comparison, "include.comparison"),
+    ):
+        for checked in (span, comparison):
+            if needs_labels and bucket and checked and timerange.bucket_count(checked, bucket) > MAX_LABELS:
+                check.bad(
+                    field, f"a date_range of more than {MAX_LABELS} {bucket} buckets is too long for it"
+                )
+                break
 
     if check.violations or span is None:
         raise ServiceError.invalid(check.violations)

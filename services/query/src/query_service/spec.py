@@ -88,17 +88,6 @@ class Negation:
 Filter = Condition | AllOf | AnyOf | Negation
 
 
-def conditions(node: Filter | None) -> list[Condition]:
-    """Every condition of a filter tree."""
-    if node is None:
-        return []
-    if isinstance(node, Condition):
-        return [node]
-    if isinstance(node, Negation):
-        return conditions(node.filter)
-    return [c for child in node.filters for c in conditions(child)]
-
-
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     """Half-open [start, end) in UTC, and the site's local days it was made of (None for instants)."""

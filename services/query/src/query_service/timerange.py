@@ -20,8 +20,6 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 # Bounds stored times can have, so ranges stay within what PostgreSQL and datetime represent.
 _EARLIEST = date(1970, 1, 1)
 _LATEST = date(9998, 12, 31)
-MAX_HOUR_BUCKETS = 24 * 400
-MAX_DAY_BUCKETS = 366 * 20
 
 
 class RangeError(ValueError):
