@@ -175,3 +175,52 @@ async def test_query_errors_over_http(http: aiohttp.ClientSession, stack: Servic
         headers={"Authorization": f"Bearer {site['api_key']}"},
     ) as response:
         assert response.status == 404
+
+
+async def test_seed_event_routes_over_http(http: aiohttp.ClientSession, stack: ServiceStack) -> None:
+    site = await create_site(http, stack)
+    await send(
+        http,
+        site,
+        [
+            {"event_type": "page_view", "path": "/", "user_id": "ann", "timestamp": moment(9)},
+            {"event_type": "page_view", "path": "/a", "user_id": "bob", "timestamp": moment(10)},
+            {"event_type": "button_click", "path": "/a", "user_id": "bob", "timestamp": moment(10, 1)},
+        ],
+    )
+    headers = {"X-API-Key": site["api_key"]}
+    params = {
+        "event": "page_view",
+        "interval": "daily",
+        "startDate": DAY.isoformat(),
+        "endDate": DAY.isoformat(),
+    }
+    metrics: dict[str, Any] = {}
+    for _ in range(150):
+        async with http.get("/api/v1/metrics", params=params, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            metrics = await response.json()
+        if metrics["data"][0]["count"] == "2":
+            break
+        await asyncio.sleep(0.1)
+    # uint64 fields print as strings in proto3 JSON.
+    assert metrics["data"] == [{"time": DAY.isoformat(), "count": "2", "unique_users": "2"}]
+    assert metrics["interval"] == "daily" and metrics["site_id"] == site["site_id"]
+    summary_params = {"startDate": DAY.isoformat(), "endDate": DAY.isoformat()}
+    for _ in range(150):
+        async with http.get("/api/v1/events/summary", params=summary_params, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            summary = await response.json()
+        if summary["total_events"] == "3":
+            break
+        await asyncio.sleep(0.1)
+    assert summary["events"] == [
+        {"event": "pageview", "count": "2", "unique_users": "2"},
+        {"event": "button_click", "count": "1", "unique_users": "1"},
+    ]
+    async with http.get(
+        "/api/v1/metrics", params={"event": "x", "interval": "yearly"}, headers=headers
+    ) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["code"] == 3 and body["message"].startswith("interval: ")

@@ -269,6 +269,8 @@ METHODS: dict[str, str] = {
     "/analytics.v1.QueryService/GetDailyStats": "query",
     "/analytics.v1.QueryService/Query": "query",
     "/analytics.v1.QueryService/QueryPlausible": "query",
+    "/analytics.v1.QueryService/GetEventMetrics": "query",
+    "/analytics.v1.QueryService/GetEventsSummary": "query",
     "/analytics.v1.AuthService/CreateApiKey": "auth",
     "/analytics.v1.AuthService/ListSites": "auth",
     "/analytics.v1.AuthService/GetSite": "auth",

@@ -125,6 +125,8 @@ def test_descriptor_set_yields_every_binding_and_skips_rpcs_without_rules() -> N
         ("GET", "/v1/sites/{site_id}/keys"),
         ("POST", "/v1/sites/{site_id}/query"),
         ("POST", "/api/v2/query"),
+        ("GET", "/api/v1/metrics"),
+        ("GET", "/api/v1/events/summary"),
     }
     assert all(route.method.name != "Authenticate" for route in routes.values())
     batch = routes[("POST", "/api/events/batch")]

@@ -77,6 +77,19 @@ async def authorize(auth: AuthClient, context: Context, *, site_id: str = "", do
     return access
 
 
+async def authorize_site(auth: AuthClient, context: Context, site_id: str) -> SiteAccess:
+    """authorize() for routes whose site is optional: a key's own site when none is named."""
+    if not site_id:
+        api_key = credential(context)
+        if not api_key:
+            raise unauthenticated()
+        principal = await auth.authenticate(api_key, "")
+        if principal.is_admin:
+            raise ServiceError.field("site_id", "is required with the admin token")
+        site_id = principal.site_id
+    return await authorize(auth, context, site_id=parse_site_uuid(site_id))
+
+
 class _Checker:
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []

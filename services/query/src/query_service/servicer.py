@@ -12,11 +12,11 @@ from analytics.v1 import auth_pb2, query_pb2, query_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
 from analytics_grpc.metadata import Context, credential
-from query_service import plausible
+from query_service import event_reports, plausible
 from query_service.answer import Answer, run
 from query_service.reports import stats
 from query_service.reports.daily_stats import daily_stats
-from query_service.request import authorize, parse_query, parse_site_uuid
+from query_service.request import authorize, authorize_site, parse_query, parse_site_uuid
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery
 
@@ -75,21 +75,31 @@ class Reports:
     async def query(
         self, request: query_pb2.QueryRequest, site_id: str, timezone: str, context: Context
     ) -> tuple[Answer, StatsQuery]:
+        (answer,) = await self.queries([request], site_id, timezone, context)
+        return answer
+
+    async def queries(
+        self, requests: list[query_pb2.QueryRequest], site_id: str, timezone: str, context: Context
+    ) -> list[tuple[Answer, StatsQuery]]:
+        """Several questions about one site, answered from one snapshot so they agree."""
+        answers: list[tuple[Answer, StatsQuery]] = []
         async with self._snapshots.snapshot(context.time_remaining()) as conn:
 
             async def first_day() -> date | None:
                 return await stats.first_event_day(conn, site_id, ZoneInfo(timezone))
 
-            query, patterns = await parse_query(request, site_id, timezone, first_day)
-            bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
-            if bad:
-                raise ServiceError.invalid(
-                    [
-                        FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
-                        for i, reason in bad
-                    ]
-                )
-            return await run(conn, query), query
+            for request in requests:
+                query, patterns = await parse_query(request, site_id, timezone, first_day)
+                bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
+                if bad:
+                    raise ServiceError.invalid(
+                        [
+                            FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
+                            for i, reason in bad
+                        ]
+                    )
+                answers.append((await run(conn, query), query))
+        return answers
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
@@ -152,3 +162,29 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         except ServiceError as error:
             raise plausible.translate(error) from None
         return plausible.to_response(answer, query, request, imports)
+
+    async def GetEventMetrics(
+        self, request: query_pb2.GetEventMetricsRequest, context: Context
+    ) -> query_pb2.GetEventMetricsResponse:
+        access = await authorize_site(self._auth, context, request.site_id)
+        typed = event_reports.metrics_query(request, access.site.site_id)
+        try:
+            answer, query = await self._reports.query(
+                typed, access.site.site_id, access.site.timezone, context
+            )
+            return event_reports.metrics_response(request, answer, query)
+        except ServiceError as error:
+            raise event_reports.translate(error) from None
+
+    async def GetEventsSummary(
+        self, request: query_pb2.GetEventsSummaryRequest, context: Context
+    ) -> query_pb2.GetEventsSummaryResponse:
+        access = await authorize_site(self._auth, context, request.site_id)
+        totals, names = event_reports.summary_queries(request, access.site.site_id)
+        try:
+            (total, query), (lines, _) = await self._reports.queries(
+                [totals, names], access.site.site_id, access.site.timezone, context
+            )
+            return event_reports.summary_response(total, lines, query)
+        except ServiceError as error:
+            raise event_reports.translate(error) from None
