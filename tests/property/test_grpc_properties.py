@@ -9,10 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 from analytics_testing.fuzz import THROUGH_SERVICES
 
 pytestmark = [
@@ -266,7 +267,15 @@ METHODS: dict[str, str] = {
     "/analytics.v1.IngestService/TrackBatch": "ingest",
     "/analytics.v1.IngestService/GetHealth": "ingest",
     "/analytics.v1.QueryService/GetDailyStats": "query",
+    "/analytics.v1.QueryService/Query": "query",
+    "/analytics.v1.QueryService/QueryPlausible": "query",
+    "/analytics.v1.QueryService/GetEventMetrics": "query",
+    "/analytics.v1.QueryService/GetEventsSummary": "query",
     "/analytics.v1.AuthService/CreateApiKey": "auth",
+    "/analytics.v1.AuthService/ListSites": "auth",
+    "/analytics.v1.AuthService/GetSite": "auth",
+    "/analytics.v1.AuthService/UpdateSite": "auth",
+    "/analytics.v1.AuthService/ListApiKeys": "auth",
     "/analytics.v1.AuthService/Authenticate": "auth",
     "/analytics.v1.AuthService/GetVisitorSalts": "auth",
 }
@@ -323,6 +332,105 @@ def test_raw_random_bytes_as_requests(
 
     run()
     ledger.assert_nothing_rejected_stored()
+
+
+# Query inputs: JSON made of the query vocabulary, near misses of it, and anything else.
+WORDS = [
+    "visitors", "visits", "pageviews", "bounce_rate", "percentage", "events", "visit_duration",
+    "event:page", "event:props:plan", "visit:country", "visit:source", "time", "time:hour", "time:week",
+    "is", "is_not", "contains", "matches", "matches_not", "and", "or", "not", "has_done",
+    "day", "7d", "all", "month", "2024-03-10", "2024-03-10T10:00:00+05:45", "2024-02-30", "asc", "desc",
+    "previous_period", "year_over_year", "custom", "(", "[z-a]", "^/", "",
+]  # fmt: skip
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 20_000)
+    | st.floats(allow_nan=False)
+    | st.sampled_from(WORDS)
+    | nasty,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["mode", "date_range", "time_labels", "total_rows", "comparisons", "limit", "offset"]
+            )
+            | st.text(max_size=5),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=25,
+)
+plausible_bodies = st.fixed_dictionaries(
+    {"site_id": st.sampled_from(["{SITE}", "{OTHER}", "", "nowhere.example", "not a domain"]) | nasty},
+    optional={
+        name: json_values
+        for name in (
+            "metrics",
+            "date_range",
+            "dimensions",
+            "filters",
+            "order_by",
+            "include",
+            "pagination",
+            "date",
+        )
+    },
+)
+typed_requests = st.builds(
+    query_pb2.QueryRequest,
+    site_id=st.sampled_from(["{SITE}", "{OTHER}"]) | uuid_like,
+    date_range=st.builds(
+        query_pb2.DateRange,
+        period=st.sampled_from(WORDS) | nasty,
+        start=st.sampled_from(WORDS) | timestamps,
+        end=st.sampled_from(WORDS) | timestamps,
+        relative_to=st.sampled_from(["", "2024-03-10", "0001-01-01", "9999-12-31"]) | nasty,
+    ),
+    metrics=st.lists(st.sampled_from(WORDS) | nasty, max_size=4),
+    dimensions=st.lists(st.sampled_from(WORDS) | nasty, max_size=3),
+    pagination=st.builds(
+        query_pb2.Pagination, limit=st.integers(0, 2**32 - 1), offset=st.integers(0, 2**32 - 1)
+    ),
+    include=st.builds(query_pb2.QueryInclude, time_labels=st.booleans(), total_rows=st.booleans()),
+)
+
+
+def _site(value: str, sites: Any) -> str:
+    return value.replace("{SITE}", sites.site_id).replace("{OTHER}", sites.other_site_id)
+
+
+def test_query_rpcs_answer_any_input_with_ok_or_a_client_error(
+    grpc_channels: dict[str, grpc.Channel], ledger: Any, check_status: Any, property_stack: Any
+) -> None:
+    sites = ledger.sites
+    stub = query_pb2_grpc.QueryServiceStub(grpc_channels["query"])
+    outcomes: set[str] = set()
+
+    @FUZZ
+    @given(body=plausible_bodies, typed=typed_requests, who=credentials, plausible=st.booleans())
+    def run(body: dict[str, Any], typed: query_pb2.QueryRequest, who: str, plausible: bool) -> None:
+        meta = metadata(who, sites, property_stack.admin_token)
+        try:
+            if plausible:
+                body = {**body, "site_id": _site(body["site_id"], sites)}
+                stub.QueryPlausible(
+                    json_format.ParseDict(body, query_pb2.QueryPlausibleRequest()), metadata=meta
+                )
+            else:
+                typed.site_id = _site(typed.site_id, sites)
+                stub.Query(typed, metadata=meta, timeout=30)
+        except grpc.RpcError as error:
+            check_status(error)
+            outcomes.add(error.code().name)  # type: ignore[attr-defined]
+        else:
+            outcomes.add("OK")
+
+    run()
+    assert "INVALID_ARGUMENT" in outcomes and len(outcomes) > 1, outcomes
+    for process in property_stack.processes.values():
+        assert process.running, f"{process.name} died:\n{process.log_tail()}"
 
 
 # --- Deterministic cases of what the fuzzing found ----------------------------------------------

@@ -47,6 +47,36 @@ class Principal:
         raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, f"api key lacks the {name} scope")
 
 
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    """What callers need to know about a site: its id, domain and time zone."""
+
+    site_id: str
+    name: str
+    domain: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteAccess:
+    """A caller and the site it asked for (checked: the admin, or a key of that site)."""
+
+    principal: Principal
+    site: SiteInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A definitive failure, cached briefly."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+_Answer = tuple[Principal, SiteInfo | None]
+_CacheKey = tuple[bytes, str, str]
+
+
 class AuthClient:
     """Authenticates keys against the auth service; answers are cached for ``ttl_s`` seconds.
 
@@ -68,51 +98,64 @@ class AuthClient:
         self._negative_ttl_s = negative_ttl_s
         self._timeout_s = timeout_s
         self._max_entries = max_entries
-        self._cache: OrderedDict[tuple[bytes, str], tuple[float, Principal | tuple[grpc.StatusCode, str]]] = (
-            OrderedDict()
-        )
-        self._inflight: dict[tuple[bytes, str], asyncio.Future[Principal]] = {}
+        self._cache: OrderedDict[_CacheKey, tuple[float, _Answer | _Refusal]] = OrderedDict()
+        self._inflight: dict[_CacheKey, asyncio.Future[_Answer]] = {}
 
     async def authenticate(self, api_key: str | None, site_id: str) -> Principal:
+        """The key's principal; with ``site_id``, only if the key may act for that site."""
+        principal, _ = await self._answer(api_key, site_id, "")
+        return principal
+
+    async def site_access(self, api_key: str | None, *, site_id: str = "", domain: str = "") -> SiteAccess:
+        """The principal and the site named by its UUID or by its domain (one of them), cached alike.
+
+        A site's settings (its time zone) therefore reach callers within ``ttl_s`` of a change.
+        """
+        principal, site = await self._answer(api_key, site_id, domain)
+        if site is None:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "auth service named no site, retry later")
+        return SiteAccess(principal, site)
+
+    async def _answer(self, api_key: str | None, site_id: str, domain: str) -> _Answer:
         if not api_key:
             raise unauthenticated()
         # The cache is keyed by a digest so raw keys are not kept around in memory longer than needed.
-        cache_key = (hashlib.sha256(api_key.encode()).digest(), site_id)
+        cache_key = (hashlib.sha256(api_key.encode()).digest(), site_id, domain)
         now = time.monotonic()
         hit = self._cache.get(cache_key)
         if hit is not None and hit[0] > now:
             self._cache.move_to_end(cache_key)
-            if isinstance(hit[1], Principal):
-                return hit[1]
-            code, message = hit[1]
-            raise ServiceError(code, message)
+            if isinstance(hit[1], _Refusal):
+                raise ServiceError(hit[1].code, hit[1].message)
+            return hit[1]
         pending = self._inflight.get(cache_key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._inflight[cache_key] = future
         try:
-            principal = await self._lookup(api_key, site_id, cache_key)
+            answer = await self._lookup(api_key, site_id, domain, cache_key)
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         else:
-            future.set_result(principal)
-            return principal
+            future.set_result(answer)
+            return answer
         finally:
             del self._inflight[cache_key]
 
-    async def _lookup(self, api_key: str, site_id: str, cache_key: tuple[bytes, str]) -> Principal:
+    async def _lookup(self, api_key: str, site_id: str, domain: str, cache_key: _CacheKey) -> _Answer:
         try:
             response = await self._stub.Authenticate(
-                auth_pb2.AuthenticateRequest(api_key=api_key, site_id=site_id), timeout=self._timeout_s
+                auth_pb2.AuthenticateRequest(api_key=api_key, site_id=site_id, site_domain=domain),
+                timeout=self._timeout_s,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() in _DEFINITIVE:
-                failure = (error.code(), error.details() or error.code().name.lower())
-                self._store(cache_key, failure, self._negative_ttl_s)
-                raise ServiceError(*failure) from None
+                refusal = _Refusal(error.code(), error.details() or error.code().name.lower())
+                self._store(cache_key, refusal, self._negative_ttl_s)
+                raise ServiceError(refusal.code, refusal.message) from None
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "auth service unavailable, retry later") from None
         key = response.key
         principal = Principal(
@@ -123,12 +166,15 @@ class AuthClient:
             rate_limit_burst=key.rate_limit_burst,
             allowed_origins=frozenset(key.allowed_origins),
         )
-        self._store(cache_key, principal, self._ttl_s)
-        return principal
+        site = None
+        if response.HasField("site"):
+            found = response.site
+            site = SiteInfo(found.site_id, found.name, found.domain, found.timezone or "UTC")
+        answer = (principal, site)
+        self._store(cache_key, answer, self._ttl_s)
+        return answer
 
-    def _store(
-        self, cache_key: tuple[bytes, str], value: Principal | tuple[grpc.StatusCode, str], ttl_s: float
-    ) -> None:
+    def _store(self, cache_key: _CacheKey, value: _Answer | _Refusal, ttl_s: float) -> None:
         if ttl_s <= 0:
             return
         self._cache[cache_key] = (time.monotonic() + ttl_s, value)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,7 +14,8 @@ from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_grpc.errors import ServiceError, not_found, permission_denied, unauthenticated
 from analytics_grpc.metadata import Context, credential
 from auth_service import keys
-from auth_service.store import AuthStore, KeyRow, KeySpec
+from auth_service.sites import parse_domain, parse_name, parse_timezone
+from auth_service.store import AuthStore, DomainTaken, KeyRow, KeySpec, SiteChanges, SiteRow
 
 log = structlog.get_logger("analytics.auth")
 
@@ -36,6 +38,20 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def site_message(row: SiteRow) -> auth_pb2.Site:
+    return auth_pb2.Site(
+        site_id=str(row.site_id),
+        name=row.name,
+        create_time=_timestamp(row.created_at),
+        domain=row.domain or "",
+        timezone=row.timezone,
+    )
+
+
+def _domain_taken(error: DomainTaken) -> ServiceError:
+    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"domain: {error}")
 
 
 def key_message(row: KeyRow) -> auth_pb2.ApiKey:
@@ -97,26 +113,97 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 raise permission_denied("this operation needs the admin token, not a site API key")
             raise unauthenticated("invalid admin token")
 
+    async def _caller(self, context: Context) -> KeyRow | None:
+        """The calling key, or None for the admin token; unknown and revoked keys are refused."""
+        given = credential(context)
+        if not given:
+            raise unauthenticated()
+        if keys.same_secret(given, self._admin_token):
+            return None
+        row = await self._store.key_by_hash(keys.digest(given)) if keys.looks_like_key(given) else None
+        if row is None or row.revoked_at is not None:
+            raise unauthenticated("api key is invalid or revoked")
+        return row
+
+    async def _site_for(self, context: Context, site_id: uuid.UUID, *, manage: bool) -> SiteRow:
+        """The site, if the caller is the admin or a key of that site (with the admin scope to manage)."""
+        caller = await self._caller(context)
+        site = await self._store.site(site_id)
+        if caller is not None and caller.site_id != site_id:
+            if site is None:
+                raise not_found(f"site {site_id} not found")
+            raise permission_denied("api key belongs to another site")
+        if site is None:
+            raise not_found(f"site {site_id} not found")
+        if manage and caller is not None and auth_pb2.SCOPE_ADMIN not in caller.scopes:
+            raise permission_denied("api key lacks the admin scope")
+        return site
+
     async def CreateSite(
         self, request: auth_pb2.CreateSiteRequest, context: Context
     ) -> auth_pb2.CreateSiteResponse:
         self._require_admin(context)
-        name = request.name.strip()
-        if not name:
-            raise ServiceError.field("name", "is required")
-        if len(name) > 200:
-            raise ServiceError.field("name", "must be at most 200 characters")
+        name = parse_name(request.name)
+        domain = parse_domain(request.domain)
+        timezone = parse_timezone(request.timezone)
         key_id, api_key = keys.new_key()
-        site, key = await self._store.create_site(name, key_id, keys.digest(api_key), KeySpec(DEFAULT_SCOPES))
+        try:
+            site, key = await self._store.create_site(
+                name,
+                key_id,
+                keys.digest(api_key),
+                KeySpec(DEFAULT_SCOPES),
+                domain=domain or None,
+                timezone=timezone,
+            )
+        except DomainTaken as error:
+            raise _domain_taken(error) from None
         log.info("site created", site_id=str(site.site_id), key_id=key_id)
         return auth_pb2.CreateSiteResponse(
-            site_id=str(site.site_id),
-            api_key=api_key,
-            site=auth_pb2.Site(
-                site_id=str(site.site_id), name=site.name, create_time=_timestamp(site.created_at)
-            ),
-            key=key_message(key),
+            site_id=str(site.site_id), api_key=api_key, site=site_message(site), key=key_message(key)
         )
+
+    async def ListSites(
+        self, request: auth_pb2.ListSitesRequest, context: Context
+    ) -> auth_pb2.ListSitesResponse:
+        caller = await self._caller(context)
+        if caller is None:
+            sites = await self._store.sites()
+        else:
+            own = await self._store.site(caller.site_id)
+            sites = [own] if own is not None else []
+        return auth_pb2.ListSitesResponse(sites=[site_message(site) for site in sites])
+
+    async def GetSite(self, request: auth_pb2.GetSiteRequest, context: Context) -> auth_pb2.GetSiteResponse:
+        site = await self._site_for(context, parse_site_id(request.site_id), manage=False)
+        return auth_pb2.GetSiteResponse(site=site_message(site))
+
+    async def UpdateSite(
+        self, request: auth_pb2.UpdateSiteRequest, context: Context
+    ) -> auth_pb2.UpdateSiteResponse:
+        site_id = parse_site_id(request.site_id)
+        changes = SiteChanges(
+            name=parse_name(request.name) if request.HasField("name") else None,
+            domain=parse_domain(request.domain) if request.HasField("domain") else None,
+            timezone=parse_timezone(request.timezone) if request.HasField("timezone") else None,
+        )
+        await self._site_for(context, site_id, manage=True)
+        try:
+            site = await self._store.update_site(site_id, changes)
+        except DomainTaken as error:
+            raise _domain_taken(error) from None
+        if site is None:
+            raise not_found(f"site {site_id} not found")
+        log.info("site updated", site_id=str(site_id))
+        return auth_pb2.UpdateSiteResponse(site=site_message(site))
+
+    async def ListApiKeys(
+        self, request: auth_pb2.ListApiKeysRequest, context: Context
+    ) -> auth_pb2.ListApiKeysResponse:
+        site_id = parse_site_id(request.site_id)
+        await self._site_for(context, site_id, manage=True)
+        rows = await self._store.keys_of_site(site_id)
+        return auth_pb2.ListApiKeysResponse(keys=[key_message(row) for row in rows])
 
     async def CreateApiKey(
         self, request: auth_pb2.CreateApiKeyRequest, context: Context
@@ -160,27 +247,39 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: Context
     ) -> auth_pb2.AuthenticateResponse:
+        if request.site_id and request.site_domain:
+            raise ServiceError.field("site_domain", "must not be set together with site_id")
         site_id = parse_site_id(request.site_id) if request.site_id else None
+        domain = parse_domain(request.site_domain, "site_domain") if request.site_domain else ""
         if not request.api_key:
             raise unauthenticated()
-        if keys.same_secret(request.api_key, self._admin_token):
-            if site_id is not None and not await self._store.site_exists(site_id):
-                raise not_found(f"site {site_id} not found")
-            return auth_pb2.AuthenticateResponse(
-                key=auth_pb2.ApiKey(key_id=ADMIN_KEY_ID, scopes=[auth_pb2.SCOPE_ADMIN])
+        admin = keys.same_secret(request.api_key, self._admin_token)
+        row = None
+        if not admin:
+            row = (
+                await self._store.key_by_hash(keys.digest(request.api_key))
+                if keys.looks_like_key(request.api_key)
+                else None
             )
-        row = (
-            await self._store.key_by_hash(keys.digest(request.api_key))
-            if keys.looks_like_key(request.api_key)
-            else None
+            if row is None or row.revoked_at is not None:
+                raise unauthenticated("api key is invalid or revoked")
+        site: SiteRow | None = None
+        if site_id is not None or domain:
+            site = (
+                await self._store.site(site_id)
+                if site_id is not None
+                else await self._store.site_by_domain(domain)
+            )
+            if site is None:
+                raise not_found(f"site {site_id or domain} not found")
+            if row is not None and row.site_id != site.site_id:
+                raise permission_denied("api key belongs to another site")
+        key = (
+            auth_pb2.ApiKey(key_id=ADMIN_KEY_ID, scopes=[auth_pb2.SCOPE_ADMIN])
+            if row is None
+            else key_message(row)
         )
-        if row is None or row.revoked_at is not None:
-            raise unauthenticated("api key is invalid or revoked")
-        if site_id is not None and row.site_id != site_id:
-            if not await self._store.site_exists(site_id):
-                raise not_found(f"site {site_id} not found")
-            raise permission_denied("api key belongs to another site")
-        return auth_pb2.AuthenticateResponse(key=key_message(row))
+        return auth_pb2.AuthenticateResponse(key=key, site=site_message(site) if site is not None else None)
 
     async def GetVisitorSalts(
         self, request: auth_pb2.GetVisitorSaltsRequest, context: Context

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
 
 
@@ -17,6 +17,25 @@ class SiteRow:
     site_id: uuid.UUID
     name: str
     created_at: datetime
+    domain: str | None
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteChanges:
+    """What UpdateSite changes; None leaves a field as it is (domain "" removes the domain)."""
+
+    name: str | None = None
+    domain: str | None = None
+    timezone: str | None = None
+
+
+class DomainTaken(Exception):
+    """Another site already has the domain."""
+
+    def __init__(self, domain: str) -> None:
+        super().__init__(f"domain {domain} belongs to another site")
+        self.domain = domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +60,14 @@ class KeySpec:
     allowed_origins: tuple[str, ...] = ()
 
 
+# Every statement returning a site lists these columns, in SiteRow's order.
+_SITE_COLUMNS = "site_id, name, created_at, domain, timezone"
+_SITE_BY_ID = f"SELECT {_SITE_COLUMNS} FROM auth.sites WHERE site_id = %s"  # noqa: S608 - constants only
+_SITE_BY_DOMAIN = f"SELECT {_SITE_COLUMNS} FROM auth.sites WHERE domain = %s"  # noqa: S608 - constants only
+_INSERT_SITE = f"""
+INSERT INTO auth.sites (site_id, name, domain, timezone) VALUES (%s, %s, %s, %s) RETURNING {_SITE_COLUMNS}
+"""  # noqa: S608 - constants only
+_SITES = f"SELECT {_SITE_COLUMNS} FROM auth.sites ORDER BY created_at, site_id"  # noqa: S608 - constants only
 # Every statement returning a key lists these columns, in KeyRow's order.
 _INSERT_KEY = """
 INSERT INTO auth.api_keys
@@ -54,6 +81,10 @@ UPDATE auth.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id =
 RETURNING key_id, site_id, scopes, created_at, revoked_at,
     rate_limit_per_second, rate_limit_burst, allowed_origins
 """
+_KEYS_OF_SITE = (
+    "SELECT key_id, site_id, scopes, created_at, revoked_at, rate_limit_per_second, rate_limit_burst,"
+    " allowed_origins FROM auth.api_keys WHERE site_id = %s ORDER BY created_at, key_id"
+)
 _KEY_BY_HASH = (
     "SELECT key_id, site_id, scopes, created_at, revoked_at, rate_limit_per_second, rate_limit_burst,"
     " allowed_origins FROM auth.api_keys WHERE secret_hash = %s"
@@ -65,16 +96,72 @@ class AuthStore:
         self._pool = pool
 
     async def create_site(
-        self, name: str, key_id: str, secret_hash: bytes, spec: KeySpec
+        self,
+        name: str,
+        key_id: str,
+        secret_hash: bytes,
+        spec: KeySpec,
+        *,
+        domain: str | None = None,
+        timezone: str = "UTC",
     ) -> tuple[SiteRow, KeyRow]:
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO auth.sites (site_id, name) VALUES (%s, %s) RETURNING site_id, name, created_at",
-                (uuid.uuid4(), name),
-            )
-            site = SiteRow(*(await cur.fetchone() or ()))
-            key = await self._insert_key(conn, site.site_id, key_id, secret_hash, spec)
+        """Raises DomainTaken when another site has the domain."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(_INSERT_SITE, (uuid.uuid4(), name, domain, timezone))
+                site = SiteRow(*(await cur.fetchone() or ()))
+                key = await self._insert_key(conn, site.site_id, key_id, secret_hash, spec)
+        except errors.UniqueViolation:
+            raise DomainTaken(domain or "") from None
         return site, key
+
+    async def site(self, site_id: uuid.UUID) -> SiteRow | None:
+        return await self._one_site(_SITE_BY_ID, site_id)
+
+    async def site_by_domain(self, domain: str) -> SiteRow | None:
+        return await self._one_site(_SITE_BY_DOMAIN, domain)
+
+    async def _one_site(self, query: str, value: object) -> SiteRow | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, (value,))
+            row = await cur.fetchone()
+        return SiteRow(*row) if row else None
+
+    async def sites(self) -> list[SiteRow]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_SITES)
+            return [SiteRow(*row) for row in await cur.fetchall()]
+
+    async def update_site(self, site_id: uuid.UUID, changes: SiteChanges) -> SiteRow | None:
+        """The site after the changes, None when it does not exist; raises DomainTaken."""
+        assignments: list[sql.Composable] = []
+        params: list[object] = []
+        if changes.name is not None:
+            assignments.append(sql.SQL("name = %s"))
+            params.append(changes.name)
+        if changes.domain is not None:
+            assignments.append(sql.SQL("domain = %s"))
+            params.append(changes.domain or None)
+        if changes.timezone is not None:
+            assignments.append(sql.SQL("timezone = %s"))
+            params.append(changes.timezone)
+        if not assignments:
+            return await self.site(site_id)
+        statement = sql.SQL("UPDATE auth.sites SET {} WHERE site_id = %s RETURNING {}").format(
+            sql.SQL(", ").join(assignments), sql.SQL(_SITE_COLUMNS)
+        )
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(statement, (*params, site_id))
+                row = await cur.fetchone()
+        except errors.UniqueViolation:
+            raise DomainTaken(changes.domain or "") from None
+        return SiteRow(*row) if row else None
+
+    async def keys_of_site(self, site_id: uuid.UUID) -> list[KeyRow]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_KEYS_OF_SITE, (site_id,))
+            return [KeyRow(*row) for row in await cur.fetchall()]
 
     async def create_key(
         self, site_id: uuid.UUID, key_id: str, secret_hash: bytes, spec: KeySpec
@@ -120,11 +207,6 @@ class AuthStore:
             )
             row = await cur.fetchone()
         return KeyRow(*row) if row else None
-
-    async def site_exists(self, site_id: uuid.UUID) -> bool:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM auth.sites WHERE site_id = %s", (site_id,))
-            return await cur.fetchone() is not None
 
     async def visitor_salts(self, today: date) -> list[tuple[date, bytes]]:
         """Today's and yesterday's salts (today's created on first use); older ones are deleted."""

@@ -3,52 +3,71 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
+from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import query_pb2_grpc
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
+from query_service import relations
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
+from query_service.snapshot import DatabaseHealth, Snapshots
 
 log = structlog.get_logger("analytics.query")
 
-# The processor owns schema analytics; these are the migrations whose relations this code reads.
-REQUIRED_ANALYTICS_VERSION = 1
 
-
-async def _wait_for_schema(pool: object, required: int) -> None:
+async def _wait_for_schema(pool: AsyncConnectionPool, required: int) -> None:
     while True:
-        async with pool.connection() as conn:  # type: ignore[attr-defined]
-            if await applied_version(conn, "analytics") >= required:
+        async with pool.connection() as conn:
+            if await applied_version(conn, relations.SCHEMA) >= required:
                 return
         log.info("waiting for the processor to migrate schema analytics", required=required)
         await asyncio.sleep(1)
 
 
 async def serve(settings: Settings) -> None:
-    pool = create_pool(
-        settings.database_url,
-        name="query",
-        max_size=10,
-    )
+    pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     server = GrpcServer("query", settings.grpc_listen)
+    health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
+    snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
     server.add(
         query_pb2_grpc.add_QueryServiceServicer_to_server,
-        QueryServicer(pool, auth, settings.statement_timeout_ms),
+        QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
     )
     server.install_signal_handlers()
     await server.start()
+    watcher: asyncio.Task[None] | None = None
     try:
-        await open_pool(pool)
-        await _wait_for_schema(pool, REQUIRED_ANALYTICS_VERSION)
-        await server.set_serving()
-        await server.wait_for_shutdown_signal()
+        # Waiting for the database and the schema ends as soon as SIGTERM arrives.
+        ready = asyncio.ensure_future(_ready(pool))
+        stop = asyncio.ensure_future(server.wait_for_shutdown_signal())
+        await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            stop.cancel()
+            ready.result()
+            await server.set_serving()
+            watcher = asyncio.create_task(health.watch())
+            await server.wait_for_shutdown_signal()
+        else:
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
         await server.stop()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await auth.close()
         await pool.close()
+
+
+async def _ready(pool: AsyncConnectionPool) -> None:
+    await open_pool(pool)
+    await _wait_for_schema(pool, relations.REQUIRED_VERSION)

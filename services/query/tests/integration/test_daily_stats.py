@@ -10,7 +10,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics_db import create_pool, migrate, open_pool
-from query_service.reports.daily_stats import daily_stats
+from query_service.reports.daily_stats import DailyStats, daily_stats
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,11 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
     await open_pool(pool)
     yield pool
     await pool.close()
+
+
+async def day_stats(pool: AsyncConnectionPool, site: uuid.UUID, day: date, limit: int) -> DailyStats:
+    async with pool.connection() as conn:
+        return await daily_stats(conn, site, day, limit)
 
 
 async def insert(
@@ -60,7 +65,7 @@ async def test_counts_page_views_of_the_day_only(pool: AsyncConnectionPool) -> N
     await insert(pool, site, "/signup", NOON, user_id="u7", kind=2)
     await insert(pool, other, "/a", NOON, user_id="u8")
 
-    stats = await daily_stats(pool, site, DAY, 10, timeout_ms=5000)
+    stats = await day_stats(pool, site, DAY, 10)
     assert stats.total_views == 6
     assert stats.unique_users == 3
     assert stats.top_paths == [("/a", 4), ("/b", 1), ("/c", 1)]
@@ -70,11 +75,11 @@ async def test_limit_and_tie_order(pool: AsyncConnectionPool) -> None:
     site = uuid.uuid4()
     for path in ["/z", "/y", "/x", "/x"]:
         await insert(pool, site, path, NOON)
-    stats = await daily_stats(pool, site, DAY, 2, timeout_ms=5000)
+    stats = await day_stats(pool, site, DAY, 2)
     assert stats.top_paths == [("/x", 2), ("/y", 1)]
     assert stats.total_views == 4
 
 
 async def test_empty_day(pool: AsyncConnectionPool) -> None:
-    stats = await daily_stats(pool, uuid.uuid4(), DAY, 10, timeout_ms=5000)
+    stats = await day_stats(pool, uuid.uuid4(), DAY, 10)
     assert (stats.total_views, stats.unique_users, stats.top_paths) == (0, 0, [])
