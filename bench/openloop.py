@@ -32,7 +32,7 @@ _USER_AGENT = (
 
 def _requests(args: argparse.Namespace, total: int) -> list[bytes]:
     if args.request == "health":
-        # The edge's floor: a GET the gateway turns into ingest's GetHealth, no event behind it.
+        # The edge's floor: a GET Envoy turns into ingest's GetHealth, no event behind it.
         health = (
             f"GET /health HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUser-Agent: {_USER_AGENT}\r\n\r\n"
         ).encode()

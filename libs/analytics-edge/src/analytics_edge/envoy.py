@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ DOWNSTREAM_CONNECTIONS = (
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 BUFFER = _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer"
+LUA = _TYPE + "envoy.extensions.filters.http.lua.v3.Lua"
+LUA_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 HEALTH_CHECK = _TYPE + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
 HTTP_OPTIONS = _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -68,6 +71,53 @@ HEALTH_UPSTREAM = "ingest"
 ACCEPTED_ENCODINGS = "(?i)identity"
 
 
+# Lua that rewrites the error answers (4xx/5xx: google.rpc.Status JSON from the transcoder or the
+# local reply config) of listed HTTP paths into another shape, keeping the message's JSON escapes.
+# The path is read on the request, before the transcoder rewrites it to the gRPC method, and kept
+# in the stream's dynamic metadata for the response.
+_ERROR_LUA = """
+local FORMATS = {FORMATS}
+
+local function json_string(text, key)
+  local first = string.find(text, '"' .. key .. '":"', 1, true)
+  if first == nil then return nil end
+  local i = first + #key + 4
+  local j = i
+  while j <= #text do
+    local c = string.sub(text, j, j)
+    if c == "\\\\" then j = j + 2
+    elseif c == '"' then return string.sub(text, i, j - 1)
+    else j = j + 1 end
+  end
+  return nil
+end
+
+function envoy_on_request(handle)
+  local path = string.match(handle:headers():get(":path") or "", "^[^?]*")
+  local format = FORMATS[path]
+  if format ~= nil then
+    handle:streamInfo():dynamicMetadata():set("analytics.edge", "error_format", format)
+  end
+end
+
+function envoy_on_response(handle)
+  local state = handle:streamInfo():dynamicMetadata():get("analytics.edge")
+  if state == nil or state["error_format"] == nil then return end
+  local status = tonumber(handle:headers():get(":status"))
+  if status == nil or status < 400 then return end
+  local body = handle:body()
+  local message = json_string(body:getBytes(0, body:length()), "message") or ""
+  local replaced = string.format(state["error_format"], message)
+  body:setBytes(replaced)
+  handle:headers():replace("content-type", "application/json")
+  handle:headers():replace("content-length", tostring(#replaced))
+end
+"""
+ERROR_SCRIPT = "error_bodies"
+# Style → the Lua format string of the error body (%s: the message, JSON-escaped).
+ERROR_STYLES = {"plausible": '{"error":"%s"}'}
+
+
 class EdgeConfigError(ValueError):
     """The route table and the descriptor set do not fit together."""
 
@@ -89,6 +139,8 @@ class RouteTable:
     max_body_bytes: int
     cors_allow_origins: tuple[str, ...]
     cors_max_age_s: int
+    # HTTP path → error body style (ERROR_STYLES) for routes that answer another system's errors.
+    error_bodies: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RouteTable:
@@ -100,11 +152,17 @@ class RouteTable:
             except (KeyError, TypeError, ValueError) as error:
                 raise EdgeConfigError(f"{path}: services.{name!r} needs upstream and timeout_s") from error
         http = data.get("http", {})
+        error_bodies = {str(route): str(style) for route, style in data.get("error_bodies", {}).items()}
+        for route, style in error_bodies.items():
+            if style not in ERROR_STYLES:
+                known = ", ".join(ERROR_STYLES)
+                raise EdgeConfigError(f"{path}: error_bodies.{route!r} is {style!r}; known: {known}")
         return cls(
             services=services,
             max_body_bytes=int(http.get("max_body_bytes", 2 * 1024 * 1024)),
             cors_allow_origins=tuple(http.get("cors_allow_origins", ["*"])),
             cors_max_age_s=int(http.get("cors_max_age_s", 86_400)),
+            error_bodies=error_bodies,
         )
 
     @property
@@ -271,7 +329,56 @@ def _static_file(path: str, filename: str, content_type: str) -> dict[str, Any]:
     }
 
 
-def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute]) -> list[dict[str, Any]]:
+def _lua_string(text: str) -> str:
+    # A JSON string literal is a valid Lua string literal for the ASCII text used here.
+    return json.dumps(text)
+
+
+def _error_body_filter(table: RouteTable) -> list[dict[str, Any]]:
+    """The Lua filter that gives listed paths their own error bodies, off on every other route."""
+    if not table.error_bodies:
+        return []
+    formats = ", ".join(
+        f"[{_lua_string(path)}] = {_lua_string(ERROR_STYLES[style])}"
+        for path, style in sorted(table.error_bodies.items())
+    )
+    code = _ERROR_LUA.replace("{FORMATS}", "{" + formats + "}")
+    return [
+        {
+            # Before the transcoder: its answers, converted errors and local replies alike, pass
+            # through here on the way out.
+            "name": "envoy.filters.http.lua",
+            "disabled": True,
+            # The same script by default and by name: a route has to name a script to switch the
+            # filter on, and the response may be matched to either route (HTTP path or gRPC method).
+            "typed_config": {
+                "@type": LUA,
+                "default_source_code": {"inline_string": code},
+                "source_codes": {ERROR_SCRIPT: {"inline_string": code}},
+            },
+        }
+    ]
+
+
+def _error_body_routes(table: RouteTable) -> list[dict[str, Any]]:
+    # Matched on the HTTP path before the transcoder rewrites it, only to switch the Lua filter on;
+    # the call itself is routed by its gRPC path like every other.
+    return [
+        {
+            "match": {"path": path},
+            "route": {"cluster": UNROUTED, "cluster_not_found_response_code": "NOT_FOUND"},
+            "typed_per_filter_config": {
+                "envoy.filters.http.lua": {
+                    "@type": FILTER_CONFIG,
+                    "config": {"@type": LUA_PER_ROUTE, "name": ERROR_SCRIPT},
+                }
+            },
+        }
+        for path in sorted(table.error_bodies)
+    ]
+
+
+def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTable) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = [
         {
             # A body in an encoding the edge cannot decode would reach the transcoder as garbage.
@@ -305,6 +412,7 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute]) -> list[dict[st
                 "route": {"cluster": route.upstream, "timeout": _duration(route.timeout_s)},
             }
         )
+    result += _error_body_routes(table)
     # Every other path. The transcoder has already answered 404 for any HTTP request it could not
     # map, so this route exists for the CORS filter, which needs a route that is not a direct
     # response to answer preflights and to tag errors. Whatever reaches the router through it (a
@@ -395,6 +503,7 @@ def render(
                 "mutations": {"response_mutations": [{"remove": name} for name in GRPC_RESPONSE_HEADERS]},
             },
         },
+        *_error_body_filter(table),
         {
             # The whole body before the transcoder sees any of it: the limit counts every byte (the
             # transcoder's own limit counts only what its JSON parser holds at a time).
@@ -439,7 +548,7 @@ def render(
                 {
                     "name": "analytics",
                     "domains": ["*"],
-                    "routes": _routes(settings, routes),
+                    "routes": _routes(settings, routes, table),
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(table)},
                 }
             ],

@@ -134,6 +134,16 @@ class FakeQuery(query_pb2_grpc.QueryServiceServicer):
             top_paths=[query_pb2.PathCount(path="/", views=3)],
         )
 
+    async def QueryPlausible(
+        self, request: query_pb2.QueryPlausibleRequest, context: Any
+    ) -> query_pb2.QueryPlausibleResponse:
+        await self.upstream.record("QueryPlausible", request, context)
+        return query_pb2.QueryPlausibleResponse()
+
+    async def Query(self, request: query_pb2.QueryRequest, context: Any) -> query_pb2.QueryResponse:
+        await self.upstream.record("Query", request, context)
+        return query_pb2.QueryResponse()
+
 
 class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, upstream: Upstream) -> None:

@@ -446,6 +446,36 @@ async def test_forwarded_for_without_a_previous_hop_and_generated_request_id(
     assert len(str(metadata["x-request-id"])) == 36  # a UUID Envoy generated
 
 
+# --- another system's error bodies ----------------------------------------------------------------
+
+
+async def test_the_plausible_route_answers_errors_as_plausible_does(
+    http: aiohttp.ClientSession, edge: str, upstream: Any
+) -> None:
+    status, _, _ = await request(http, "POST", edge + "/api/v2/query", json={"site_id": "example.com"})
+    assert status == 200
+    assert upstream.last.request.site_id == "example.com"
+    message = 'metrics: "visits_x" is not a metric; say "visitors" \\ or "visits"'
+    upstream.fail_next(grpc.StatusCode.INVALID_ARGUMENT, message, violations=[("metrics[0]", "unknown")])
+    status, body, response = await request(http, "POST", edge + "/api/v2/query", json={"metrics": ["x"]})
+    assert status == 400
+    assert response.content_type == "application/json"
+    assert body == {"error": message}
+    upstream.fail_next(grpc.StatusCode.UNAUTHENTICATED, "missing api key")
+    status, body, _ = await request(http, "POST", edge + "/api/v2/query", json={})
+    assert (status, body) == (401, {"error": "missing api key"})
+    # The edge's own answers on that path too.
+    status, body, _ = await request(http, "POST", edge + "/api/v2/query", data=b"{")
+    assert status == 400
+    assert set(body) == {"error"}
+    assert body["error"]
+    # Every other path keeps google.rpc.Status.
+    upstream.fail_next(grpc.StatusCode.INVALID_ARGUMENT, "bad")
+    status, body, _ = await request(http, "POST", edge + "/v1/sites/s1/query", json={})
+    assert status == 400
+    assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
 # --- CORS ---------------------------------------------------------------------------------------
 
 

@@ -49,7 +49,9 @@ def test_every_rpc_with_an_http_rule_has_one_route_to_its_upstream(tmp_path: Pat
     _, config = _render(tmp_path)
     routes = _connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
     grpc_routes = {
-        r["match"]["path"]: r["route"]["cluster"] for r in routes if "path" in r["match"] and "route" in r
+        r["match"]["path"]: r["route"]["cluster"]
+        for r in routes
+        if r["match"].get("path", "").startswith("/analytics.")
     }
     expected = _rpcs_with_http_rules()
     assert set(grpc_routes) == expected
@@ -104,6 +106,31 @@ def test_listed_origins_are_matched_exactly(tmp_path: Path) -> None:
     policy = _connection_manager(config)["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]
     matchers = policy["envoy.filters.http.cors"]["allow_origin_string_match"]
     assert matchers == [{"exact": "https://a.example"}, {"exact": "https://b.example"}]
+
+
+def test_the_error_body_routes_switch_the_lua_filter_on_only_for_their_paths(tmp_path: Path) -> None:
+    _, config = _render(tmp_path)
+    manager = _connection_manager(config)
+    lua = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.lua")
+    assert lua["disabled"] is True
+    assert (
+        '["/api/v2/query"] = "{\\"error\\":\\"%s\\"}"'
+        in lua["typed_config"]["default_source_code"]["inline_string"]
+    )
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    enabling = [
+        r["match"].get("path")
+        for r in routes
+        if "envoy.filters.http.lua" in r.get("typed_per_filter_config", {})
+    ]
+    assert enabling == ["/api/v2/query"]
+
+
+def test_an_unknown_error_style_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "edge.toml"
+    table.write_text(launcher.DEFAULT_TABLE.read_text().replace('= "plausible"', '= "klingon"'))
+    with pytest.raises(envoy.EdgeConfigError, match="'klingon'; known: plausible"):
+        _render(tmp_path / "out", table)
 
 
 def test_access_log_leaves_out_query_strings_and_addresses(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,14 +75,22 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
 
 
 def wait_until_ready(
-    grpc_addresses: Mapping[str, str], http_url: str | None, *, timeout_s: float, progress: bool = False
+    grpc_addresses: Mapping[str, str],
+    http_url: str | None,
+    *,
+    timeout_s: float,
+    progress: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> None:
-    """Waits until every gRPC service is SERVING and the HTTP edge answers /health with 200."""
+    """Waits until every gRPC service is SERVING and the HTTP edge answers /health with 200;
+    ``check`` runs on every round and may raise to stop waiting (a process that exited)."""
     deadline = time.monotonic() + timeout_s
     waiting = dict(grpc_addresses)
     http_pending = http_url is not None
     shown: set[str] = set()
     while waiting or http_pending:
+        if check is not None:
+            check()
         for name, address in list(waiting.items()):
             if grpc_serving(address):
                 del waiting[name]
@@ -270,16 +278,29 @@ class ServiceStack:
             edge = ServiceProcess("edge", "analytics_edge", base, self.log_dir / "edge.log", args)
             edge.start()
             self.processes["edge"] = edge
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout_s: float = 60.0, names: Sequence[str] | None = None) -> None:
         wanted = {n: a for n, a in self.addresses.items() if names is None or n in names}
         http = self.http_url if self.with_edge and (names is None or "edge" in names) else None
         try:
-            wait_until_ready(wanted, http, timeout_s=timeout_s)
-        except TimeoutError as error:
+            wait_until_ready(wanted, http, timeout_s=timeout_s, check=lambda: self._running(names))
+        except (TimeoutError, RuntimeError) as error:
             tails = "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes.values())
-            raise TimeoutError(f"{error}\n{tails}") from None
+            raise type(error)(f"{error}\n{tails}") from None
+
+    def _running(self, names: Sequence[str] | None) -> None:
+        exited = [
+            name
+            for name, process in self.processes.items()
+            if (names is None or name.split(".")[0] in names) and not process.running
+        ]
+        if exited:
+            raise RuntimeError(f"exited while starting: {', '.join(exited)}")
 
     def create_site(self, name: str) -> tuple[str, str]:
         """(site_id, api_key) of a new site whose key may ingest and read, with a rate limit
