@@ -73,6 +73,7 @@ class Settings:
     drain_timeout_seconds: float
     service_env: dict[str, str]
     replicas: dict[str, int]
+    edge_concurrency: int
     pyspy: str
     keep: bool
     skip: frozenset[str]
@@ -106,6 +107,7 @@ class Settings:
             drain_timeout_seconds=_float("BENCH_DRAIN_TIMEOUT_SECONDS", 180.0, 5.0),
             service_env=_pairs("BENCH_SERVICE_ENV"),
             replicas=_replicas("BENCH_REPLICAS"),
+            edge_concurrency=_int("BENCH_EDGE_CONCURRENCY", 0, 0),
             pyspy=os.environ.get("BENCH_PYSPY", "").strip(),
             keep=os.environ.get("BENCH_KEEP", "") not in ("", "0"),
             skip=skip,

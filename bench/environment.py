@@ -80,7 +80,12 @@ class Environment:
 
 @contextlib.contextmanager
 def environment(
-    service_env: dict[str, str], replicas: dict[str, int], *, keep: bool, log: Callable[[str], None]
+    service_env: dict[str, str],
+    replicas: dict[str, int],
+    *,
+    edge_concurrency: int = 0,
+    keep: bool,
+    log: Callable[[str], None],
 ) -> Iterator[Environment]:
     """Starts PostgreSQL (durable, as in production), NATS and all services; always tears them down."""
     work_dir = Path(tempfile.mkdtemp(prefix="analytics-bench-"))
@@ -104,6 +109,7 @@ def environment(
             admin_token=secrets.token_urlsafe(32),
             extra_env=service_env,
             with_edge=True,
+            edge_concurrency=edge_concurrency or None,
             **options,  # type: ignore[arg-type]
         )
         log("starting auth, processor, ingest, query and the Envoy edge")

@@ -601,7 +601,13 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     failure: str | None = None
     try:
-        with environment(settings.service_env, settings.replicas, keep=settings.keep, log=say) as env:
+        with environment(
+            settings.service_env,
+            settings.replicas,
+            edge_concurrency=settings.edge_concurrency,
+            keep=settings.keep,
+            log=say,
+        ) as env:
             try:
                 asyncio.run(phases(env, run))
             except asyncio.CancelledError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ LOCAL_REPLY_CODES: dict[int, int] = {
 # Headers a browser may send on a cross-origin call, and those its script may read in the answer.
 CORS_ALLOW_HEADERS = ("content-type", "x-api-key", "authorization", "x-request-id")
 CORS_EXPOSE_HEADERS = ("retry-after", "x-request-id")
-GRPC_RESPONSE_HEADERS = (
+# What only Envoy and the services need to see: gRPC framing and Envoy's upstream timing.
+INTERNAL_RESPONSE_HEADERS = (
     "grpc-status",
     "grpc-message",
     "grpc-accept-encoding",
@@ -198,12 +199,6 @@ class EdgeSettings:
     docs_path: str | None = None
     # Kubernetes Services resolve to several pods; local upstreams are single addresses.
     dns_upstreams: bool = False
-    extra_listen: Sequence[Address] = field(default_factory=tuple)
-
-
-def _http_rules(rule: annotations_pb2.http__pb2.HttpRule) -> Iterator[annotations_pb2.http__pb2.HttpRule]:
-    yield rule
-    yield from rule.additional_bindings
 
 
 def http_routes(descriptor_set: descriptor_pb2.FileDescriptorSet, table: RouteTable) -> list[HttpRoute]:
@@ -495,12 +490,12 @@ def render(
     http_filters = [
         {"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS_FILTER}},
         {
-            # Runs after the transcoder on the way out: the gRPC framing headers it leaves on a
-            # converted answer mean nothing to an HTTP client.
+            # Runs after the transcoder on the way out: the gRPC headers it leaves on a converted
+            # answer mean nothing to an HTTP client.
             "name": "envoy.filters.http.header_mutation",
             "typed_config": {
                 "@type": HEADER_MUTATION,
-                "mutations": {"response_mutations": [{"remove": name} for name in GRPC_RESPONSE_HEADERS]},
+                "mutations": {"response_mutations": [{"remove": name} for name in INTERNAL_RESPONSE_HEADERS]},
             },
         },
         *_error_body_filter(table),
@@ -554,30 +549,28 @@ def render(
             ],
         },
     }
-    listeners = [
-        {
-            "name": f"http_{index}",
-            "address": address.socket(),
-            # The transcoder holds a whole request body; leave room for the largest one allowed.
-            "per_connection_buffer_limit_bytes": table.max_body_bytes + 64 * 1024,
-            "filter_chains": [
-                {
-                    "filters": [
-                        {
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "typed_config": connection_manager,
-                        }
-                    ]
-                }
-            ],
-        }
-        for index, address in enumerate([settings.listen, *settings.extra_listen])
-    ]
+    listener = {
+        "name": "http",
+        "address": settings.listen.socket(),
+        # The buffer filter holds a whole request body; leave room for the largest one allowed.
+        "per_connection_buffer_limit_bytes": table.max_body_bytes + 64 * 1024,
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": connection_manager,
+                    }
+                ]
+            }
+        ],
+    }
+
     clusters = [_cluster(name, settings.upstreams[name], settings.dns_upstreams) for name in table.upstreams]
     return {
         "node": {"id": "analytics-edge", "cluster": "analytics-edge"},
         "admin": {"address": settings.admin.socket()},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
         "overload_manager": {
             "resource_monitors": [

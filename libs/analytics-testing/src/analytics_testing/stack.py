@@ -227,6 +227,8 @@ class ServiceStack:
     with_edge: bool = True
     # Extra processes per service sharing its port (SO_REUSEPORT), e.g. {"ingest": 2}.
     replicas: Mapping[str, int] = field(default_factory=dict)
+    # Envoy worker threads; None: one per core (Envoy's default).
+    edge_concurrency: int | None = None
     addresses: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     http_port: int = 0
@@ -275,6 +277,8 @@ class ServiceStack:
         if self.with_edge:
             self.http_port, self.edge_admin_port = http_port, admin_port
             args = edge_arguments(self.log_dir / "edge", http_port, admin_port, self.addresses)
+            if self.edge_concurrency:
+                args += ["--concurrency", str(self.edge_concurrency)]
             edge = ServiceProcess("edge", "analytics_edge", base, self.log_dir / "edge.log", args)
             edge.start()
             self.processes["edge"] = edge
