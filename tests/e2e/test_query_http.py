@@ -134,6 +134,13 @@ async def test_typed_and_plausible_queries_over_http_and_grpc(
     ]
     assert plausible["meta"] == {"total_rows": 2}
     assert plausible["query"]["site_id"] == domain
+    async with http.post(
+        "/api/v2/query",
+        json={"site_id": domain, "metrics": ["visitors"], "date_range": "day"},
+        headers={"Authorization": f"Bearer {site['api_key']}"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        assert set(await response.json()) == {"results", "meta", "query"}
 
 
 async def test_query_errors_over_http(http: aiohttp.ClientSession, stack: ServiceStack) -> None:

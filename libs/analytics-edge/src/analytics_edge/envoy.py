@@ -255,7 +255,9 @@ def _local_reply_config() -> dict[str, Any]:
 
 
 def _access_log() -> list[dict[str, Any]]:
-    # Never the query string (it may carry a key), the client address or credentials.
+    # Never the query string (it may carry a key), the client address or credentials. No gRPC
+    # status either: once the transcoder has turned an error into JSON, Envoy can only guess it from
+    # the HTTP status (400 reads as INTERNAL); the service's own line, same request id, has it.
     fields = {
         "time": "%START_TIME%",
         "event": "http_request",
@@ -263,7 +265,6 @@ def _access_log() -> list[dict[str, Any]]:
         "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
         "rpc": "%REQ_WITHOUT_QUERY(:PATH)%",
         "status": "%RESPONSE_CODE%",
-        "grpc_status": "%GRPC_STATUS%",
         "flags": "%RESPONSE_FLAGS%",
         "duration_ms": "%DURATION%",
         "bytes_in": "%BYTES_RECEIVED%",
@@ -444,6 +445,10 @@ def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
             {
                 "timeout": "1s",
                 "interval": "2s",
+                # Envoy checks an upstream that has had no traffic only once a minute by default;
+                # an endpoint that started after Envoy would then count as down for that long.
+                "no_traffic_interval": "2s",
+                "unhealthy_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "grpc_health_check": {},

@@ -249,6 +249,8 @@ def to_response(
         meta["total_rows"] = answer.total_rows
     if imports:
         meta["imports_included"] = False
+    # Plausible always answers a meta object, empty when nothing was asked for.
+    response.meta.SetInParent()
     response.meta.update(meta)
     last = answer.range.end - timedelta(microseconds=1)
     echoed: dict[str, Any] = {
