@@ -213,6 +213,15 @@ async def test_bad_input_gets_specific_errors_and_nothing_is_written(
         "/api/stats", params={"site_id": site["site_id"], "date": "2024-02-30"}, headers=key
     ) as r:
         assert fields(await error(r, 400)) == {"date": "must be a date as YYYY-MM-DD"}
+    for last in ("9999-12-31", "0001-01-01"):
+        async with http.get(
+            "/api/stats", params={"site_id": site["site_id"], "date": last}, headers=key
+        ) as r:
+            if last == "9999-12-31":
+                assert fields(await error(r, 400)) == {"date": "must be before 9999-12-31"}
+            else:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["total_views"] == 0
     async with http.get("/api/stats", params={"site_id": site["site_id"]}) as r:
         await error(r, 401)
     async with http.get("/api/nothing-here") as r:

@@ -126,6 +126,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         day = datetime.now(UTC).date() if not request.date else parse_day(request.date)
         if day is None:
             violations.append(FieldViolation("date", "must be a date as YYYY-MM-DD"))
+        elif day == date.max:
+            # The day's end, 10000-01-01, is past what a datetime holds.
+            violations.append(FieldViolation("date", "must be before 9999-12-31"))
         limit = request.limit or DEFAULT_TOP_PATHS
         if limit > MAX_TOP_PATHS:
             violations.append(FieldViolation("limit", f"must be between 1 and {MAX_TOP_PATHS}"))
