@@ -24,6 +24,7 @@ import grpc
 import nats
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_bus import BusConfig
@@ -458,3 +459,107 @@ async def test_ingest_sigterm_under_load_finishes_in_flight_requests(
     for outcome in outcomes:
         stored = sum(counts[i] for i in outcome.event_ids)
         assert stored in (0, batch_size), (outcome, stored)
+
+
+async def test_paused_bus_answers_every_request_in_time_fails_fast_and_turns_health_down(
+    private_nats: LocalNats, private_stack: Callable[..., ServiceStack]
+) -> None:
+    """nats-server paused (SIGSTOP) keeps its connections open: the client sees nothing wrong by
+    itself. Every request must still be answered within the publish timeout, health must turn
+    NOT_SERVING / 503 while the bus does not answer, requests meanwhile must fail at once, and events
+    answered UNAVAILABLE and retried with their ids must be stored exactly once."""
+    publish_timeout_s, probe_s = 2.0, 0.5
+    stack = private_stack(
+        nats_url=private_nats.url,
+        with_edge=True,
+        extra_env={
+            "ANALYTICS_PUBLISH_TIMEOUT_S": str(publish_timeout_s),
+            "ANALYTICS_BUS_PROBE_INTERVAL_S": str(probe_s),
+            "ANALYTICS_BUS_PROBE_TIMEOUT_S": str(probe_s),
+        },
+    )
+    site = await new_site(stack)
+    acknowledged: list[str] = []
+    outcomes: list[Outcome] = []
+    sent: dict[tuple[str, ...], list[events_pb2.Event]] = {}
+    async with (
+        grpc.aio.insecure_channel(stack.addresses["ingest"], options=CHANNEL_OPTIONS) as channel,
+        aiohttp.ClientSession(base_url=stack.http_url) as http,
+    ):
+        ingest = ingest_pb2_grpc.IngestServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def serving() -> Any:
+            return (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status
+
+        async def http_health() -> int:
+            async with http.get("/health") as response:
+                return response.status
+
+        async def send(events: list[events_pb2.Event]) -> Outcome:
+            started = time.monotonic()
+            code = await grpc_code(
+                ingest.TrackBatch(
+                    ingest_pb2.TrackBatchRequest(events=events),
+                    metadata=site.metadata,
+                    timeout=CALL_TIMEOUT_S,
+                )
+            )
+            outcome = Outcome(tuple(ids(events)), started, time.monotonic(), code)
+            outcomes.append(outcome)
+            sent[outcome.event_ids] = events
+            return outcome
+
+        for batch in range(3):
+            assert (await send(make_events(site, f"/before/{batch}", 10))).code == grpc.StatusCode.OK
+        assert await serving() == health_pb2.HealthCheckResponse.SERVING
+
+        pid = nats_pid(private_nats)
+        os.kill(pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        try:
+            # Callers keep sending through the pause, several at once, for twice the publish timeout.
+            async def caller(number: int) -> None:
+                request = 0
+                while time.monotonic() - paused_at < 2 * publish_timeout_s and request < 200:
+                    await send(make_events(site, f"/during/{number}/{request}", 10))
+                    request += 1
+
+            await asyncio.gather(*(caller(n) for n in range(4)))
+            await eventually(
+                lambda: answers(serving(), health_pb2.HealthCheckResponse.NOT_SERVING), "ingest NOT_SERVING"
+            )
+            await eventually(lambda: answers(http_health(), 503), "GET /health answers 503")
+            # Known down: an answer at once, not after waiting out a publish.
+            fast = await send(make_events(site, "/during/known-down", 10))
+            assert fast.code == grpc.StatusCode.UNAVAILABLE
+            assert fast.ended - fast.started < publish_timeout_s / 2, fast
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        during = [o for o in outcomes if o.started >= paused_at]
+        assert len(during) > 4
+        slow = [o for o in during if o.ended - o.started > publish_timeout_s + SLACK_S]
+        assert not slow, f"answered later than the publish timeout allows: {slow}"
+        assert {o.code for o in during} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+        assert any(o.code == grpc.StatusCode.UNAVAILABLE for o in during), "the pause was never noticed"
+
+        await eventually(lambda: answers(serving(), health_pb2.HealthCheckResponse.SERVING), "SERVING again")
+        await eventually(lambda: answers(http_health(), 200), "GET /health answers 200 again")
+        # The client's retry, as the README says: the same events again, with their ids.
+        for outcome in outcomes:
+            if outcome.code == grpc.StatusCode.OK:
+                acknowledged += outcome.event_ids
+                continue
+            events = sent[outcome.event_ids]
+            await until_ok(
+                lambda events=events: ingest.TrackBatch(
+                    ingest_pb2.TrackBatchRequest(events=events),
+                    metadata=site.metadata,
+                    timeout=CALL_TIMEOUT_S,
+                ),
+                "retried batch",
+            )
+            acknowledged += outcome.event_ids
+
+    counts = await counts_when_caught_up(stack, site, acknowledged)
+    assert_exactly_once(counts, acknowledged)

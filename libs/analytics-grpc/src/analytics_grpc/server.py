@@ -87,6 +87,16 @@ class GrpcServer:
     async def set_not_serving(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    async def set_available(self, available: bool) -> None:
+        """While serving, a dependency came or went: health follows it (no start-up line). Ignored
+        once shutdown has begun, so a late change cannot report SERVING again."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._set_all(status)
+
     async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ("", *self._services):
             await self.health.set(name, status)

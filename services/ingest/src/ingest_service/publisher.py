@@ -11,12 +11,16 @@ import structlog
 from nats.js import JetStreamContext
 
 from analytics.v1 import bus_pb2
+from analytics_bus.health import BusHealth
 
 log = structlog.get_logger("analytics.ingest.publisher")
 
+# How long past the publish timeout a caller may wait: the time to settle its future and answer.
+ANSWER_MARGIN_S = 0.25
+
 
 class PublishError(Exception):
-    """JetStream did not acknowledge the message: the events are not stored."""
+    """JetStream did not acknowledge the events in time: whether they are stored is unknown."""
 
 
 @dataclass(slots=True)
@@ -73,6 +77,7 @@ class GroupCommitPublisher:
         max_delay_s: float = 0.002,
         ack_timeout_s: float = 5.0,
         max_in_flight: int = 16,
+        health: BusHealth | None = None,
     ) -> None:
         self._js = js
         self._subject = subject
@@ -80,6 +85,7 @@ class GroupCommitPublisher:
         self._max_events = max_batch_events
         self._max_delay_s = max_delay_s
         self._ack_timeout_s = ack_timeout_s
+        self._health = health
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
         self._queued_events = 0
@@ -92,9 +98,17 @@ class GroupCommitPublisher:
         self.messages_published = 0
 
     async def publish(self, events: list[bus_pb2.EnrichedEvent]) -> None:
-        """Returns once JetStream has durably stored ``events``; raises PublishError otherwise."""
+        """Returns once JetStream has durably stored ``events``; raises PublishError otherwise, at
+        the latest the publish timeout (plus a small margin) after the call, whatever the bus does.
+
+        After a PublishError the events may or may not be stored (a publish may have reached the
+        server and only its acknowledgement been lost): retrying them with their event ids is safe.
+        """
         if self._closed:
             raise PublishError("ingest is shutting down")
+        if self._health is not None and not self._health.up:
+            # Known down: answer now rather than queue behind publishes that wait out their timeout.
+            raise PublishError("event queue unreachable, retry later")
         pending = _Pending(encode_events(events), len(events))
         self._queue.append(pending)
         self._queued_bytes += len(pending.encoded)
@@ -102,8 +116,13 @@ class GroupCommitPublisher:
         self._wakeup.set()
         if self._queued_bytes >= self._max_bytes or self._queued_events >= self._max_events:
             self._full.set()
-        # A cancelled caller cancels only its own future; _publish skips futures already done.
-        await pending.done
+        # A cancelled caller cancels only its own future; _publish skips futures already done. The
+        # shield keeps a caller that stops waiting from cancelling the future _publish will settle.
+        try:
+            async with asyncio.timeout(self._ack_timeout_s + ANSWER_MARGIN_S):
+                await asyncio.shield(pending.done)
+        except TimeoutError:
+            raise PublishError("event queue did not acknowledge in time, retry later") from None
 
     async def _run(self) -> None:
         while True:
@@ -152,7 +171,10 @@ class GroupCommitPublisher:
                     headers={"Nats-Msg-Id": batch_id},
                 )
             except Exception as error:
-                log.warning("publish failed", error=str(error) or type(error).__name__, events=count)
+                reason = str(error) or type(error).__name__
+                log.warning("publish failed", error=reason, events=count)
+                if self._health is not None:
+                    self._health.failed(reason)
                 failure = PublishError("event queue unavailable, retry later")
                 for pending in group:
                     if not pending.done.done():
@@ -160,6 +182,8 @@ class GroupCommitPublisher:
                         pending.done.exception()  # the caller re-raises it; avoid "never retrieved"
                 return
             self.messages_published += 1
+            if self._health is not None:
+                self._health.succeeded()
             for pending in group:
                 if not pending.done.done():
                     pending.done.set_result(None)

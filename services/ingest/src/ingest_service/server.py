@@ -6,6 +6,7 @@ import contextlib
 
 from analytics.v1 import ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
+from analytics_bus.health import BusHealth
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from ingest_service.enrich import useragent
@@ -21,20 +22,29 @@ async def serve(settings: Settings) -> None:
     nc = await connect(settings.nats_url, "ingest")
     js = nc.jetstream()
     await ensure_stream(js, settings.bus)
+    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
+
+    # Load balancers and Kubernetes take an ingest that cannot queue events out of rotation.
+    bus = BusHealth(
+        nc,
+        interval_s=settings.bus_probe_interval_s,
+        timeout_s=settings.bus_probe_timeout_s,
+        on_change=server.set_available,
+    )
     publisher = GroupCommitPublisher(
         js,
         settings.bus.subject,
         max_batch_bytes=settings.group_commit_max_bytes,
         max_delay_s=settings.group_commit_max_delay_s,
         ack_timeout_s=settings.publish_timeout_s,
+        health=bus,
     )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
-    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
     servicer = IngestServicer(
         auth,
         publisher,
         settings.limits,
-        lambda: nc.is_connected,
+        lambda: bus.up,
         salts=SaltCache(auth.channel, settings.internal_token),
         clients=ClientResolver(settings.trusted_proxies, settings.country_header),
         rate_limiter=RateLimiter(settings.default_rate_limit_per_s, settings.default_rate_limit_burst),
@@ -45,11 +55,13 @@ async def serve(settings: Settings) -> None:
     try:
         await server.start()
         await server.set_serving()
+        bus.start()
         await server.wait_for_shutdown_signal()
         # In-flight requests finish (their events get their PubAck) before the connection drains.
         await server.stop()
         await publisher.close()
     finally:
+        await bus.close()
         await auth.close()
         with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
             await nc.drain()

@@ -17,6 +17,8 @@ from ingest_service.validation import Limits
 
 MAX_FUTURE_SKEW_S = "ANALYTICS_MAX_FUTURE_SKEW_S"
 PUBLISH_TIMEOUT_S = "ANALYTICS_PUBLISH_TIMEOUT_S"
+BUS_PROBE_INTERVAL_S = "ANALYTICS_BUS_PROBE_INTERVAL_S"
+BUS_PROBE_TIMEOUT_S = "ANALYTICS_BUS_PROBE_TIMEOUT_S"
 BATCH_MAX_BYTES = "ANALYTICS_GROUP_COMMIT_MAX_BYTES"
 BATCH_MAX_DELAY_MS = "ANALYTICS_GROUP_COMMIT_MAX_DELAY_MS"
 TRUSTED_PROXIES = "ANALYTICS_TRUSTED_PROXIES"
@@ -35,6 +37,8 @@ class Settings:
     auth_addr: str
     auth_cache_ttl_s: float
     publish_timeout_s: float
+    bus_probe_interval_s: float
+    bus_probe_timeout_s: float
     group_commit_max_bytes: int
     group_commit_max_delay_s: float
     limits: Limits
@@ -56,6 +60,8 @@ class Settings:
             auth_addr=env.auth_addr(),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             publish_timeout_s=env.float(PUBLISH_TIMEOUT_S, 5.0, minimum=0.1, maximum=60),
+            bus_probe_interval_s=env.float(BUS_PROBE_INTERVAL_S, 1.0, minimum=0.05, maximum=60),
+            bus_probe_timeout_s=env.float(BUS_PROBE_TIMEOUT_S, 1.0, minimum=0.05, maximum=60),
             group_commit_max_bytes=env.int(
                 BATCH_MAX_BYTES, 512 * 1024, minimum=16 * 1024, maximum=8 * 1024 * 1024
             ),

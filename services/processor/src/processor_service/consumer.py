@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from analytics.v1 import bus_pb2
 from analytics_bus import BusConfig, deadletter
 from analytics_bus.deadletter import Reason
+from analytics_bus.health import round_trip
 from processor_service.live import LivePublisher
 from processor_service.writer import EventWriter, InvalidEvent, Row, WriteResult, rows_of
 
@@ -73,9 +74,10 @@ class Consumer:
         health: DatabaseHealth | None = None,
         live: LivePublisher | None = None,
     ) -> None:
-        # The connection's flush() confirms a batch of acks; JetStream pulls and dead letters.
+        # One round trip confirms a batch of acks; JetStream pulls and dead letters.
         self._nc = nc
         self._js = nc.jetstream()
+        self._confirm = nc.jetstream(timeout=_ACK_TIMEOUT_S)
         self._writer = writer
         self._bus = bus
         self._fetch_batch = fetch_batch
@@ -202,9 +204,9 @@ class Consumer:
             await self._live.publish(result.sites)
 
     async def _ack(self, messages: list[Msg]) -> None:
-        """Acks every message, then one PING/PONG round trip confirms the server has read them.
+        """Acks every message, then one round trip confirms the server has read them.
 
-        NATS handles a connection's messages in order, so the PONG vouches for all the acks before
+        NATS handles a connection's messages in order, so the answer vouches for all the acks before
         it: one round trip per batch instead of one per message. When the connection breaks
         first, the acks are sent again as confirmed requests, retried across a short outage: an
         ack lost in a reconnect would leave its message pending until the ack wait expires and it
@@ -213,7 +215,7 @@ class Consumer:
         try:
             for message in messages:
                 await message.ack()
-            await self._nc.flush(timeout=_ACK_TIMEOUT_S)
+            await round_trip(self._confirm)
             return
         except Exception as error:
             log.info("acks not confirmed, sending them again", error=str(error) or type(error).__name__)

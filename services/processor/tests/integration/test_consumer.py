@@ -262,10 +262,24 @@ async def test_transient_errors_keep_the_batch_in_hand_until_the_write_works(
     assert health.events == ["down"] * 12 + ["up"]
 
 
-class AcksLost:
-    """The consumer's view of a connection that breaks between a batch's plain acks and their flush.
+class _NoRoundTrip:
+    """A JetStream context whose round trip (the acks' confirmation) fails as on a broken link."""
 
-    The plain acks never reach the server (the test replaces Msg.ack) and the flush fails; the
+    def __init__(self, js: Any) -> None:
+        self._js = js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def account_info(self) -> None:
+        raise ConnectionClosedError
+
+
+class AcksLost:
+    """The consumer's view of a connection that breaks between a batch's plain acks and their
+    confirmation.
+
+    The plain acks never reach the server (the test replaces Msg.ack) and the round trip fails; the
     first ``failing`` confirmed ack requests time out, as while the client reconnects.
     """
 
@@ -277,8 +291,8 @@ class AcksLost:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._nc, name)
 
-    async def flush(self, timeout: float = 0) -> None:  # noqa: ASYNC109 - nats-py's signature
-        raise ConnectionClosedError
+    def jetstream(self, **options: Any) -> Any:
+        return _NoRoundTrip(self._nc.jetstream(**options))
 
     async def request(self, subject: str, payload: bytes, timeout: float = 0) -> Msg:  # noqa: ASYNC109
         self.requests += 1
@@ -288,7 +302,7 @@ class AcksLost:
 
 
 @pytest.mark.parametrize("failing", [0, 3], ids=["confirmed-at-once", "after-a-failed-round"])
-async def test_acks_lost_before_their_flush_are_sent_again_as_confirmed_requests(
+async def test_acks_lost_before_their_confirmation_are_sent_again_as_confirmed_requests(
     *,
     analytics_pool: AsyncConnectionPool,
     jetstream: JS,
