@@ -496,6 +496,11 @@ async def test_paused_bus_answers_every_request_in_time_fails_fast_and_turns_hea
             async with http.get("/health") as response:
                 return response.status
 
+        async def head_health() -> int:
+            # Answered by Envoy from its own health checks of ingest (every 2 s, down after two).
+            async with http.head("/health") as response:
+                return response.status
+
         async def send(events: list[events_pb2.Event]) -> Outcome:
             started = time.monotonic()
             code = await grpc_code(
@@ -530,6 +535,7 @@ async def test_paused_bus_answers_every_request_in_time_fails_fast_and_turns_hea
                 lambda: answers(serving(), health_pb2.HealthCheckResponse.NOT_SERVING), "ingest NOT_SERVING"
             )
             await eventually(lambda: answers(http_health(), 503), "GET /health answers 503")
+            await eventually(lambda: answers(head_health(), 503), "HEAD /health answers 503", 15)
             # Known down: an answer at once, not after waiting out a publish.
             fast = await send(make_events(site, "/during/known-down", 10))
             assert fast.code == grpc.StatusCode.UNAVAILABLE
@@ -545,6 +551,7 @@ async def test_paused_bus_answers_every_request_in_time_fails_fast_and_turns_hea
 
         await eventually(lambda: answers(serving(), health_pb2.HealthCheckResponse.SERVING), "SERVING again")
         await eventually(lambda: answers(http_health(), 200), "GET /health answers 200 again")
+        await eventually(lambda: answers(head_health(), 200), "HEAD /health answers 200 again", 15)
         # The client's retry, as the README says: the same events again, with their ids.
         for outcome in outcomes:
             if outcome.code == grpc.StatusCode.OK:
