@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -190,7 +191,13 @@ async def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     database_url: str, processor_nats_url: str, bus: JetStreamContext, start_service: Start
 ) -> None:
     site = uuid.uuid4()
-    env = processor_env(database_url, processor_nats_url)
+    # The deployment's own redelivery settings: how soon a crashed processor's work comes back.
+    default_backoff = BusConfig().backoff_s
+    env = processor_env(
+        database_url,
+        processor_nats_url,
+        ANALYTICS_PROCESSOR_REDELIVERY_BACKOFF_S=",".join(str(s) for s in default_backoff),
+    )
     processor = start_service("processor_service", env, "processor-a")
     await eventually(lambda: serving(processor), 30, "the processor to serve")
 
@@ -204,13 +211,21 @@ async def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     publishing = asyncio.create_task(publisher())
     await eventually(lambda: _more_than(database_url, site, 2000), 20, "the first events to be stored")
     processor.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
     assert processor.wait(5) == -signal.SIGKILL
     at_kill = await stored(database_url, site)
     await publishing
     assert at_kill < batches * size, "killed too late to prove anything"
 
     restarted = start_service("processor_service", env, "processor-b")
-    await eventually(lambda: _more_than(database_url, site, batches * size - 1), 25, "every event stored")
+    # The messages the killed processor held come back after the ack wait (the first backoff step);
+    # the bound for a crashed processor's work is 15 s.
+    recovery_s = default_backoff[0] + 5
+    assert recovery_s <= 15
+    await eventually(
+        lambda: _more_than(database_url, site, batches * size - 1), recovery_s, "every event stored"
+    )
+    assert time.monotonic() - killed_at < recovery_s
     await eventually(lambda: drained(bus), 10, "the consumer to drain")
     await assert_exact(database_url, site, batches * size)
     assert await dead_letter_count(bus) == 0

@@ -53,9 +53,10 @@ class BusConfig:
     # publishes a MAX_DELIVERIES advisory, which the processor turns into a dead letter.
     max_deliver: int = 10
     # Redelivery delays after the 1st, 2nd, … unacknowledged delivery (the last one repeats). JetStream
-    # also uses the first one as the ack wait, so it must cover a batch's transaction; a processor
-    # that is alive but retrying calls in_progress() and never reaches it.
-    backoff_s: tuple[float, ...] = (60.0, 120.0, 300.0, 600.0)
+    # also uses the first one as the ack wait: a processor holding a batch (writing or retrying it)
+    # calls in_progress() every quarter of it, so only a dead processor's messages wait it out, and
+    # another processor (or its restart) has them again within that time.
+    backoff_s: tuple[float, ...] = (10.0, 30.0, 120.0, 300.0, 600.0)
     deadletter: DeadLetterConfig = DeadLetterConfig()
 
     @property
