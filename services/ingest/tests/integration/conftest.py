@@ -12,7 +12,6 @@ import grpc
 import nats
 import pytest
 from nats.js import JetStreamContext
-from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, events_pb2, ingest_pb2_grpc
 from analytics_bus import BusConfig, ensure_stream
@@ -54,8 +53,7 @@ class Harness:
     bus: BusConfig
     publisher: GroupCommitPublisher
     clock: TestClock
-    auth_server: GrpcServer
-    pool: AsyncConnectionPool
+    auth_address: str
 
     async def stored_messages(self) -> int:
         info = await self.js.stream_info(self.bus.stream)
@@ -123,8 +121,7 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
             bus,
             publisher,
             clock,
-            auth_server,
-            pool,
+            f"127.0.0.1:{auth_port}",
         )
     await ingest_server.stop()
     await publisher.close()
