@@ -39,9 +39,8 @@ def enrich(
     event.country = info.country
     page_host = host_of(event.url) or host_of(info.origin)
     event.referrer_source = channel(event.referrer_host, page_host, event.utm_medium)
-    if event.user_id:
-        event.visitor_id = identified_visitor_id(
-            identity_secrets[event.site_id], event.site_id, event.user_id
-        )
+    site_id, user_id = event.site_id, event.user_id
+    if user_id:
+        event.visitor_id = identified_visitor_id(identity_secrets[site_id], site_id, user_id)
     else:
-        event.visitor_id = anonymous_visitor_id(salt, event.site_id, info.client_ip, info.user_agent)
+        event.visitor_id = anonymous_visitor_id(salt, site_id, info.client_ip, info.user_agent)
