@@ -44,8 +44,11 @@ DEFAULT_TITLE = "Analytics HTTP API"
 DEFAULT_OUT = Path("build/edge/openapi.json")
 _STATUS = "google.rpc.Status"
 _OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
-# How the comments say that an operation (or every operation of a service) needs the admin token.
-_ADMIN_NOTE = re.compile(r"\b(?:needs?|requires?)\s+(?:the\s+|an\s+)?admin\s+(?:token|credential)", re.I)
+# How the comments say that an operation (or every operation of a service) needs the admin token;
+# "needs the admin token or a key of that site" does not.
+_ADMIN_NOTE = re.compile(
+    r"\b(?:needs?|requires?)\s+(?:the\s+|an\s+)?admin\s+(?:token|credential)(?!\s+or\b)", re.I
+)
 _VARIABLE = re.compile(r"\{([^{}=]*)(?:=([^{}]*))?\}")
 _FIELD_PATH = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 

@@ -75,5 +75,5 @@ def test_subcommands_are_one_dict_and_the_module_runs(tmp_path: Path) -> None:
     out = tmp_path / "o.json"
     command = [sys.executable, "-m", "analytics_edge", "openapi", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
-    assert result.stdout == f"openapi: 17 paths written to {out}\n"
+    assert result.stdout == f"openapi: 22 paths written to {out}\n"
     assert json.loads(out.read_text(encoding="utf-8"))["openapi"] == "3.1.0"
