@@ -278,6 +278,7 @@ METHODS: dict[str, str] = {
     "/analytics.v1.AuthService/ListApiKeys": "auth",
     "/analytics.v1.AuthService/Authenticate": "auth",
     "/analytics.v1.AuthService/GetVisitorSalts": "auth",
+    "/analytics.v1.AuthService/GetIdentitySecret": "auth",
 }
 
 

@@ -195,7 +195,12 @@ async def test_text_plain_beacon_bodies_are_transcoded(
 async def test_internal_rpc_without_http_rule_is_unreachable(
     http: aiohttp.ClientSession, edge: str, upstream: Any
 ) -> None:
-    for path in ("/analytics.v1.AuthService/Authenticate", "/v1/authenticate"):
+    for path in (
+        "/analytics.v1.AuthService/Authenticate",
+        "/v1/authenticate",
+        "/analytics.v1.AuthService/GetIdentitySecret",
+        "/analytics.v1.AuthService/GetVisitorSalts",
+    ):
         status, body, _ = await request(http, "POST", edge + path, json={"api_key": "x"})
         assert status == 404
         assert body["code"] == grpc.StatusCode.NOT_FOUND.value[0]

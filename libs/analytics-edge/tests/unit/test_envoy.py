@@ -56,6 +56,7 @@ def test_every_rpc_with_an_http_rule_has_one_route_to_its_upstream(tmp_path: Pat
     expected = _rpcs_with_http_rules()
     assert set(grpc_routes) == expected
     assert "/analytics.v1.AuthService/Authenticate" not in grpc_routes  # internal: no http rule
+    assert "/analytics.v1.AuthService/GetIdentitySecret" not in grpc_routes
     assert "/analytics.v1.IngestService/TrackStream" not in grpc_routes
     assert grpc_routes["/analytics.v1.IngestService/Track"] == "ingest"
     assert grpc_routes["/analytics.v1.QueryService/GetDailyStats"] == "query"

@@ -152,6 +152,7 @@ def test_rpcs_without_an_http_rule_are_left_out(real_doc: Json) -> None:
     assert {
         "AuthService.Authenticate",
         "AuthService.GetVisitorSalts",
+        "AuthService.GetIdentitySecret",
         "IngestService.TrackStream",
     }.isdisjoint(ids)
     assert "AuthService.CreateSite" in ids

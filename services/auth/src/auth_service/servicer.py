@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -21,6 +22,10 @@ log = structlog.get_logger("analytics.auth")
 
 DEFAULT_SCOPES: list[int] = [auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ]
 ADMIN_KEY_ID = "admin"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def parse_site_id(value: str, field: str = "site_id") -> uuid.UUID:
@@ -99,10 +104,19 @@ def parse_origins(values: list[str]) -> tuple[str, ...]:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: AuthStore, admin_token: str, internal_token: str) -> None:
+    def __init__(
+        self,
+        store: AuthStore,
+        admin_token: str,
+        internal_token: str,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._store = store
         self._admin_token = admin_token
         self._internal_token = internal_token
+        # Only the visitor salts' day comes from it: tests move days without waiting for midnight.
+        self._clock = clock
 
     def _require_admin(self, context: Context) -> None:
         given = credential(context)
@@ -281,15 +295,28 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
         return auth_pb2.AuthenticateResponse(key=key, site=site_message(site) if site is not None else None)
 
-    async def GetVisitorSalts(
-        self, request: auth_pb2.GetVisitorSaltsRequest, context: Context
-    ) -> auth_pb2.GetVisitorSaltsResponse:
+    def _require_internal(self, context: Context, what: str) -> None:
         given = credential(context)
         if not given:
             raise unauthenticated("the internal service token is required")
         if not keys.same_secret(given, self._internal_token):
-            raise permission_denied("only internal services may read visitor salts")
-        salts = await self._store.visitor_salts(datetime.now(UTC).date())
+            raise permission_denied(f"only internal services may read {what}")
+
+    async def GetVisitorSalts(
+        self, request: auth_pb2.GetVisitorSaltsRequest, context: Context
+    ) -> auth_pb2.GetVisitorSaltsResponse:
+        self._require_internal(context, "visitor salts")
+        salts = await self._store.visitor_salts(self._clock().date())
         return auth_pb2.GetVisitorSaltsResponse(
             salts=[auth_pb2.VisitorSalt(day=day.isoformat(), salt=salt) for day, salt in salts]
         )
+
+    async def GetIdentitySecret(
+        self, request: auth_pb2.GetIdentitySecretRequest, context: Context
+    ) -> auth_pb2.GetIdentitySecretResponse:
+        self._require_internal(context, "identity secrets")
+        site_id = parse_site_id(request.site_id)
+        secret = await self._store.identity_secret(site_id)
+        if secret is None:
+            raise not_found(f"site {site_id} not found")
+        return auth_pb2.GetIdentitySecretResponse(secret=secret)

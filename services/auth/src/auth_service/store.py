@@ -85,6 +85,15 @@ _KEYS_OF_SITE = (
     "SELECT key_id, site_id, scopes, created_at, revoked_at, rate_limit_per_second, rate_limit_burst,"
     " allowed_origins FROM auth.api_keys WHERE site_id = %s ORDER BY created_at, key_id"
 )
+# A site's identity secret is made with the site; a site older than the secrets gets one on first
+# use, inserted only while the site exists (the INSERT selects it) and never replaced.
+_INSERT_IDENTITY = """
+INSERT INTO auth.identity_secrets (site_id, secret)
+SELECT site_id, %s FROM auth.sites WHERE site_id = %s
+ON CONFLICT (site_id) DO NOTHING
+"""
+_SELECT_IDENTITY = "SELECT secret FROM auth.identity_secrets WHERE site_id = %s"
+IDENTITY_SECRET_BYTES = 32
 _KEY_BY_HASH = (
     "SELECT key_id, site_id, scopes, created_at, revoked_at, rate_limit_per_second, rate_limit_burst,"
     " allowed_origins FROM auth.api_keys WHERE secret_hash = %s"
@@ -110,6 +119,9 @@ class AuthStore:
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(_INSERT_SITE, (uuid.uuid4(), name, domain, timezone))
                 site = SiteRow(*(await cur.fetchone() or ()))
+                await conn.execute(
+                    _INSERT_IDENTITY, (secrets.token_bytes(IDENTITY_SECRET_BYTES), site.site_id)
+                )
                 key = await self._insert_key(conn, site.site_id, key_id, secret_hash, spec)
         except errors.UniqueViolation:
             raise DomainTaken(domain or "") from None
@@ -221,3 +233,16 @@ class AuthStore:
                 "SELECT day, salt FROM auth.visitor_salts WHERE day >= %s ORDER BY day DESC", (yesterday,)
             )
             return [(day, bytes(salt)) for day, salt in await cur.fetchall()]
+
+    async def identity_secret(self, site_id: uuid.UUID) -> bytes | None:
+        """The site's identity secret (made on first use for older sites); None for an unknown site."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_SELECT_IDENTITY, (site_id,))
+            row = await cur.fetchone()
+            if row is None:
+                await conn.execute(_INSERT_IDENTITY, (secrets.token_bytes(IDENTITY_SECRET_BYTES), site_id))
+                # A new statement, so a new snapshot: it sees the row of a concurrent first use
+                # that won the insert (ours then did nothing) as well as our own.
+                cur = await conn.execute(_SELECT_IDENTITY, (site_id,))
+                row = await cur.fetchone()
+        return bytes(row[0]) if row else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psycopg
 import pytest
+import structlog.testing
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -253,3 +255,74 @@ async def test_visitor_salts_need_the_internal_token_and_rotate(
         assert conn.execute("SELECT min(day) FROM auth.visitor_salts").fetchone() == (
             today - timedelta(days=1),
         )
+
+
+async def test_identity_secret_is_made_with_the_site_and_never_changes(
+    auth: auth_pb2_grpc.AuthServiceStub, database_url: str
+) -> None:
+    internal = (("authorization", f"Bearer {INTERNAL}"),)
+    with structlog.testing.capture_logs() as logs:
+        site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="Shop"), metadata=ADMIN_MD)
+        request = auth_pb2.GetIdentitySecretRequest(site_id=site.site_id)
+        await expect_error(auth.GetIdentitySecret(request), grpc.StatusCode.UNAUTHENTICATED)
+        for wrong in (ADMIN_MD, (("authorization", f"Bearer {site.api_key}"),)):
+            await expect_error(
+                auth.GetIdentitySecret(request, metadata=wrong), grpc.StatusCode.PERMISSION_DENIED
+            )
+        with psycopg.connect(database_url) as conn:
+            made = conn.execute(
+                "SELECT secret FROM auth.identity_secrets WHERE site_id = %s", (site.site_id,)
+            ).fetchone()
+        assert made is not None  # made in the same transaction as the site
+        secret = (await auth.GetIdentitySecret(request, metadata=internal)).secret
+        assert secret == made[0] and len(secret) == 32
+        assert (await auth.GetIdentitySecret(request, metadata=internal)).secret == secret
+        other = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="Other"), metadata=ADMIN_MD)
+        other_secret = await auth.GetIdentitySecret(
+            auth_pb2.GetIdentitySecretRequest(site_id=other.site_id), metadata=internal
+        )
+        assert other_secret.secret != secret
+
+        # Nothing a site's own key or the admin can read over the public RPCs carries it.
+        key_md = (("authorization", f"Bearer {site.api_key}"),)
+        public = [
+            site,
+            await auth.GetSite(auth_pb2.GetSiteRequest(site_id=site.site_id), metadata=key_md),
+            await auth.ListSites(auth_pb2.ListSitesRequest(), metadata=ADMIN_MD),
+            await auth.ListApiKeys(auth_pb2.ListApiKeysRequest(site_id=site.site_id), metadata=ADMIN_MD),
+            await auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=site.api_key, site_id=site.site_id)),
+        ]
+        assert all(secret not in reply.SerializeToString() for reply in public)
+
+        await expect_error(
+            auth.GetIdentitySecret(auth_pb2.GetIdentitySecretRequest(site_id="nope"), metadata=internal),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        await expect_error(
+            auth.GetIdentitySecret(
+                auth_pb2.GetIdentitySecretRequest(site_id=str(uuid.uuid4())), metadata=internal
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        )
+    assert logs, "the calls above log their lines"
+    assert not [line for line in logs if secret.hex() in repr(line) or repr(secret) in repr(line)]
+
+
+async def test_identity_secret_of_an_older_site_is_made_once_on_first_use(
+    auth: auth_pb2_grpc.AuthServiceStub, database_url: str
+) -> None:
+    internal = (("authorization", f"Bearer {INTERNAL}"),)
+    site = await auth.CreateSite(auth_pb2.CreateSiteRequest(name="Old"), metadata=ADMIN_MD)
+    with psycopg.connect(database_url) as conn:  # as for a site made before the secrets existed
+        conn.execute("DELETE FROM auth.identity_secrets WHERE site_id = %s", (site.site_id,))
+    request = auth_pb2.GetIdentitySecretRequest(site_id=site.site_id)
+    replies = await asyncio.gather(*(auth.GetIdentitySecret(request, metadata=internal) for _ in range(8)))
+    secrets_seen = {reply.secret for reply in replies}
+    assert len(secrets_seen) == 1
+    (secret,) = secrets_seen
+    assert len(secret) == 32 and secret != bytes(32)
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT secret FROM auth.identity_secrets WHERE site_id = %s", (site.site_id,)
+        ).fetchall()
+    assert stored == [(secret,)]

@@ -11,6 +11,7 @@ from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from ingest_service.enrich import useragent
 from ingest_service.enrich.client import ClientResolver
+from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
@@ -46,6 +47,7 @@ async def serve(settings: Settings) -> None:
         settings.limits,
         lambda: bus.up,
         salts=SaltCache(auth.channel, settings.internal_token),
+        identity_secrets=IdentitySecretCache(auth.channel, settings.internal_token),
         clients=ClientResolver(settings.trusted_proxies, settings.country_header),
         rate_limiter=RateLimiter(settings.default_rate_limit_per_s, settings.default_rate_limit_burst),
     )

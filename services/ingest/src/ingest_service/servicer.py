@@ -19,11 +19,16 @@ from analytics_grpc.errors import (
 from analytics_grpc.metadata import Context, credential_in, metadata_map
 from ingest_service.enrich.client import ClientResolver
 from ingest_service.enrich.request import RequestInfo, enrich
+from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher, PublishError
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
 from ingest_service.settings import MAX_BATCH_EVENTS
 from ingest_service.validation import Limits, RequestClock, uuid_text, validate_event
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -35,16 +40,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         is_healthy: Callable[[], bool],
         *,
         salts: SaltCache,
+        identity_secrets: IdentitySecretCache,
         clients: ClientResolver,
         rate_limiter: RateLimiter,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._auth = auth
         self._publisher = publisher
         self._limits = limits
         self._is_healthy = is_healthy
         self._salts = salts
+        self._identity_secrets = identity_secrets
         self._clients = clients
         self._rate_limiter = rate_limiter
+        # The receive time; tests move it across midnight without waiting for one.
+        self._clock = clock
 
     async def Track(self, request: ingest_pb2.TrackRequest, context: Context) -> ingest_pb2.TrackResponse:
         (event,) = await self._accept(context, [request.event], lambda _: "event.")
@@ -138,7 +148,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         api_key = credential_in(metadata)
         if not api_key:
             raise unauthenticated()
-        received_at = datetime.now(UTC)
+        received_at = self._clock()
         clock = RequestClock(received_at)
         enriched: list[bus_pb2.EnrichedEvent] = []
         violations: list[FieldViolation] = []
@@ -154,9 +164,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         for site_id in sites:
             principal = await self._auth.authenticate(api_key, site_id)
             self._admit(principal, info, sum(1 for e in events if e.site_id == site_id))
-        salt = await self._salts.salt_for(received_at.date())
+        # Each key only when an event needs it: all-identified requests keep working while the
+        # day's salt cannot be fetched, anonymous ones while a new site's secret cannot.
+        anonymous = False
+        identified_sites: set[bytes] = set()
         for item in enriched:
-            enrich(item, info, salt)
+            if item.user_id:
+                identified_sites.add(item.site_id)
+            else:
+                anonymous = True
+        salt = await self._salts.salt_for(received_at.date()) if anonymous and info.client_ip else b""
+        identity_secrets = (
+            await self._identity_secrets.secrets_for(identified_sites) if identified_sites else {}
+        )
+        for item in enriched:
+            enrich(item, info, salt, identity_secrets)
         try:
             await self._publisher.publish(enriched)
         except PublishError as error:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import uuid
 
 import pytest
 
+from analytics.v1 import bus_pb2
 from ingest_service.enrich.client import ClientResolver
 from ingest_service.enrich.referrer import channel, host_of
+from ingest_service.enrich.request import RequestInfo, enrich
 from ingest_service.enrich.useragent import classify
-from ingest_service.enrich.visitor import visitor_id
+from ingest_service.enrich.visitor import anonymous_visitor_id, identified_visitor_id
 from ingest_service.ratelimit import RateLimiter
 
 IPHONE = (
@@ -137,21 +140,73 @@ def test_country_header_values() -> None:
     assert ClientResolver.country(None) == ""
 
 
-def test_visitor_ids_are_keyed_daily_and_per_site() -> None:
+def test_anonymous_ids_are_keyed_daily_and_per_site() -> None:
     salt, other_salt = b"a" * 32, b"b" * 32
     site, other_site = uuid.uuid4().bytes, uuid.uuid4().bytes
-    base = visitor_id(salt, site, "", "203.0.113.9", IPHONE)
+    base = anonymous_visitor_id(salt, site, "203.0.113.9", IPHONE)
     assert base != 0
-    assert visitor_id(salt, site, "", "203.0.113.9", IPHONE) == base
-    assert visitor_id(other_salt, site, "", "203.0.113.9", IPHONE) != base
-    assert visitor_id(salt, other_site, "", "203.0.113.9", IPHONE) != base
-    assert visitor_id(salt, site, "", "203.0.113.10", IPHONE) != base
-    assert visitor_id(salt, site, "", "203.0.113.9", IPAD) != base
-    # A signed-in user is the same visitor from any address or device.
-    assert visitor_id(salt, site, "alice", "203.0.113.9", IPHONE) == visitor_id(
-        salt, site, "alice", "1.1.1.1", IPAD
+    assert anonymous_visitor_id(salt, site, "203.0.113.9", IPHONE) == base
+    assert anonymous_visitor_id(other_salt, site, "203.0.113.9", IPHONE) != base
+    assert anonymous_visitor_id(salt, other_site, "203.0.113.9", IPHONE) != base
+    assert anonymous_visitor_id(salt, site, "203.0.113.10", IPHONE) != base
+    assert anonymous_visitor_id(salt, site, "203.0.113.9", IPAD) != base
+    assert anonymous_visitor_id(salt, site, "", IPHONE) == 0
+
+
+def test_anonymous_ids_are_the_ones_stored_before_identified_ids_existed() -> None:
+    # Pinned: an upgrade within a day must not split the day's anonymous visitors in two.
+    site = uuid.UUID("6f1c0000-0000-4000-8000-000000000001").bytes
+    assert anonymous_visitor_id(bytes(range(32)), site, "203.0.113.9", "Mozilla/5.0 (iPhone)") == (
+        -1481591622123725386
     )
-    assert visitor_id(salt, site, "", "", "") == 0
+
+
+def test_identified_ids_are_keyed_by_the_site_secret_only() -> None:
+    secret, other_secret = b"s" * 32, b"t" * 32
+    site, other_site = uuid.uuid4().bytes, uuid.uuid4().bytes
+    alice = identified_visitor_id(secret, site, "alice")
+    assert alice not in (0, identified_visitor_id(secret, site, "bob"))
+    assert identified_visitor_id(secret, site, "alice") == alice
+    assert identified_visitor_id(other_secret, site, "alice") != alice
+    assert identified_visitor_id(secret, other_site, "alice") != alice
+    # Neither a plain nor an unkeyed hash of the user id: without the secret nothing can be checked.
+    material = b"u\x00" + site + b"alice"
+    for digest in (
+        hashlib.blake2b(material, digest_size=8).digest(),
+        hashlib.blake2b(material, key=secret, digest_size=8).digest(),
+        hashlib.blake2b(b"alice", digest_size=8).digest(),
+    ):
+        assert int.from_bytes(digest, "big", signed=True) != alice
+
+
+def test_identified_and_anonymous_ids_are_separate_even_with_one_key() -> None:
+    # Were the secret ever equal to a salt, a user id spelling an address and user agent must
+    # still not land on that visitor's anonymous id.
+    key, site = b"k" * 32, uuid.uuid4().bytes
+    assert identified_visitor_id(key, site, "203.0.113.9\x00" + IPHONE) != anonymous_visitor_id(
+        key, site, "203.0.113.9", IPHONE
+    )
+
+
+def _enriched(site: bytes, user_id: str, salt: bytes, info: RequestInfo, secret: bytes) -> int:
+    event = bus_pb2.EnrichedEvent(site_id=site, user_id=user_id, path="/")
+    enrich(event, info, salt, {site: secret})
+    return event.visitor_id
+
+
+def test_a_signed_in_user_keeps_one_id_across_days_addresses_and_devices() -> None:
+    site, secret = uuid.uuid4().bytes, b"s" * 32
+    monday, tuesday = b"1" * 32, b"2" * 32
+    phone = RequestInfo(client_ip="203.0.113.9", user_agent=IPHONE, country="", origin="")
+    tablet = RequestInfo(client_ip="198.51.100.4", user_agent=IPAD, country="", origin="")
+    alice = _enriched(site, "alice", monday, phone, secret)
+    assert alice == identified_visitor_id(secret, site, "alice")
+    assert _enriched(site, "alice", tuesday, tablet, secret) == alice
+    # Without a user id the same browser is a new visitor every day.
+    anonymous = _enriched(site, "", monday, phone, secret)
+    assert anonymous == anonymous_visitor_id(monday, site, "203.0.113.9", IPHONE)
+    assert _enriched(site, "", tuesday, phone, secret) not in (anonymous, 0)
+    assert anonymous != alice
 
 
 def test_token_bucket() -> None:

@@ -27,6 +27,15 @@ Every look-up is bounded below by ``min(new time) - gap - session_bounds.max_spa
 can absorb an event at t ends at or after t - gap, so it starts no earlier than that. The writer
 reads the bound between LOCK and FAST and passes it, rounded down to its chunk's start, as a
 parameter (see BOUND).
+
+That bound is exact whatever the ids are; how far back it reaches depends on max_span, which
+activity bounds, not the ids: a session ends after ``gap`` without events. Anonymous ids change
+with the day's salt, so their sessions also end with the day ingest received them on. A signed-in
+visitor (an event with a user_id) keeps one id across days, so their sessions may cross midnight,
+and the chunk boundary with it (rows that move to an earlier start are deleted and re-inserted, as
+for any late event). People pause: their spans stay within hours. A sender that stays active under
+one user_id without a 30-minute pause for days widens max_span for every later look-up, which then
+probes more chunks: slower, never a wrong session.
 """
 
 from __future__ import annotations
