@@ -534,7 +534,9 @@ def render(
         "codec_type": "AUTO",
         "use_remote_address": True,
         "preserve_external_request_id": True,
-        "normalize_path": True,
+        # No path normalization: its refusals (a %00 in a path, say) are local replies without a
+        # message, and no route here depends on it (transcoded calls are routed by gRPC method).
+        "normalize_path": False,
         "merge_slashes": True,
         "access_log": _access_log(),
         "local_reply_config": _local_reply_config(),

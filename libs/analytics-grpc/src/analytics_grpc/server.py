@@ -20,6 +20,8 @@ log = structlog.get_logger("analytics.server")
 
 # Generous message size: a batch of 1000 events with properties can pass a few MiB.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Request metadata a call may carry: twice what Envoy accepts as request headers (60 KiB).
+MAX_METADATA_BYTES = 2 * 60 * 1024
 
 
 class GrpcServer:
@@ -49,6 +51,11 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
+                # Envoy forwards request headers of up to 60 KiB, and the original path again in
+                # x-envoy-original-path; gRPC's default 8 KiB soft limit refused such calls at
+                # random (RESOURCE_EXHAUSTED, a 429 for a long query string).
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ],

@@ -21,7 +21,7 @@ BASE = {"ANALYTICS_DATABASE_URL": "postgresql://x/y", "ANALYTICS_NATS_URL": "nat
 def test_defaults() -> None:
     settings = Settings.from_env(BASE)
     assert settings.bus.max_deliver == 10
-    assert settings.bus.backoff_s == (60.0, 120.0, 300.0, 600.0)
+    assert settings.bus.backoff_s == (10.0, 30.0, 120.0, 300.0, 600.0)
     assert (settings.max_inflight, settings.retry_delay_s, settings.retry_max_delay_s) == (2, 0.25, 5.0)
     assert settings.auth_addr == "auth:50051"
     assert settings.sessions
