@@ -22,9 +22,10 @@ import grpc
 
 from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, events_pb2
 from ingest_service.enrich import useragent
-from ingest_service.enrich.request import RequestInfo, enrich
+from ingest_service.enrich.request import RequestInfo
 from ingest_service.identity import IdentitySecretCache
 from ingest_service.salts import SaltCache
+from ingest_service.servicer import enrich_events
 from ingest_service.validation import Limits, RequestClock, validate_event
 
 TOKEN = "bench-internal-token"  # noqa: S105 - only the in-process keys server below sees it
@@ -83,18 +84,8 @@ def _validated(events: list[events_pb2.Event]) -> list[bus_pb2.EnrichedEvent]:
 async def _enrich_request(
     events: list[bus_pb2.EnrichedEvent], salts: SaltCache, secrets: IdentitySecretCache
 ) -> None:
-    # The servicer's steps after admission (IngestServicer._accept), in the same order.
-    anonymous = False
-    identified_sites: set[bytes] = set()
-    for item in events:
-        if item.user_id:
-            identified_sites.add(item.site_id)
-        else:
-            anonymous = True
-    salt = await salts.salt_for(NOW.date()) if anonymous and INFO.client_ip else b""
-    identity_secrets = await secrets.secrets_for(identified_sites) if identified_sites else {}
-    for item in events:
-        enrich(item, INFO, salt, identity_secrets)
+    # The servicer's steps after admission (IngestServicer._accept).
+    await enrich_events(events, INFO, NOW.date(), salts, secrets)
 
 
 async def _best_us_per_event(run: Callable[[], Awaitable[None]], events: int, repeats: int) -> float:

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import ServiceError
+from analytics_testing.grpc_errors import expect_error, violations
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 
@@ -51,24 +50,6 @@ async def auth(database_url: str) -> AsyncIterator[Auth]:
         yield Auth(auth_pb2_grpc.AuthServiceStub(channel), f"127.0.0.1:{port}")
     await server.stop()
     await pool.close()
-
-
-async def expect_error(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    found: dict[str, str] = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            found.update({v.field: v.description for v in bad.field_violations})
-    return found
 
 
 def key_md(api_key: str) -> tuple[tuple[str, str], ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import grpc
 
@@ -29,6 +29,29 @@ from ingest_service.validation import Limits, RequestClock, uuid_text, validate_
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def enrich_events(
+    events: list[bus_pb2.EnrichedEvent],
+    info: RequestInfo,
+    day: date,
+    salts: SaltCache,
+    identity_secrets: IdentitySecretCache,
+) -> None:
+    """Enriches validated events in place, with the visitor-id keys they need (fetched, cached)."""
+    # Each key only when an event needs it: all-identified requests keep working while the day's
+    # salt cannot be fetched, anonymous ones while a new site's secret cannot.
+    anonymous = False
+    identified_sites: set[bytes] = set()
+    for item in events:
+        if item.user_id:
+            identified_sites.add(item.site_id)
+        else:
+            anonymous = True
+    salt = await salts.salt_for(day) if anonymous and info.client_ip else b""
+    secrets = await identity_secrets.secrets_for(identified_sites) if identified_sites else {}
+    for item in events:
+        enrich(item, info, salt, secrets)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -164,21 +187,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         for site_id in sites:
             principal = await self._auth.authenticate(api_key, site_id)
             self._admit(principal, info, sum(1 for e in events if e.site_id == site_id))
-        # Each key only when an event needs it: all-identified requests keep working while the
-        # day's salt cannot be fetched, anonymous ones while a new site's secret cannot.
-        anonymous = False
-        identified_sites: set[bytes] = set()
-        for item in enriched:
-            if item.user_id:
-                identified_sites.add(item.site_id)
-            else:
-                anonymous = True
-        salt = await self._salts.salt_for(received_at.date()) if anonymous and info.client_ip else b""
-        identity_secrets = (
-            await self._identity_secrets.secrets_for(identified_sites) if identified_sites else {}
-        )
-        for item in enriched:
-            enrich(item, info, salt, identity_secrets)
+        await enrich_events(enriched, info, received_at.date(), self._salts, self._identity_secrets)
         try:
             await self._publisher.publish(enriched)
         except PublishError as error:
