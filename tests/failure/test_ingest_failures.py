@@ -26,7 +26,15 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from analytics.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    events_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 from analytics_bus import BusConfig
 from analytics_testing.nats import LocalNats
 from analytics_testing.stack import ServiceStack
@@ -570,3 +578,53 @@ async def test_paused_bus_answers_every_request_in_time_fails_fast_and_turns_hea
 
     counts = await counts_when_caught_up(stack, site, acknowledged)
     assert_exactly_once(counts, acknowledged)
+
+
+async def test_a_revoked_key_is_refused_everywhere_within_a_second_despite_the_cache(
+    private_stack: Callable[..., ServiceStack],
+) -> None:
+    """Ingest and query cache key look-ups for 30 s here; auth's revocation announcement must end
+    the key in both at once, well inside that TTL."""
+    cache_ttl_s, bound_s = 30.0, 1.0
+    stack = private_stack(extra_env={"ANALYTICS_AUTH_CACHE_TTL_S": str(cache_ttl_s)})
+    site = await new_site(stack)
+    admin = (("authorization", f"Bearer {stack.admin_token}"),)
+    async with (
+        grpc.aio.insecure_channel(stack.addresses["ingest"]) as ingest_channel,
+        grpc.aio.insecure_channel(stack.addresses["query"]) as query_channel,
+        grpc.aio.insecure_channel(stack.addresses["auth"]) as auth_channel,
+    ):
+        ingest = ingest_pb2_grpc.IngestServiceStub(ingest_channel)
+        query = query_pb2_grpc.QueryServiceStub(query_channel)
+        auth = auth_pb2_grpc.AuthServiceStub(auth_channel)
+        key = await auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(
+                site_id=site.site_id, scopes=[auth_pb2.SCOPE_INGEST, auth_pb2.SCOPE_READ]
+            ),
+            metadata=admin,
+        )
+        metadata = (("x-api-key", key.api_key),)
+
+        def track() -> Any:
+            event = make_events(site, "/revoked", 1)[0]
+            return ingest.Track(ingest_pb2.TrackRequest(event=event), metadata=metadata, timeout=5)
+
+        def stats() -> Any:
+            return query.GetDailyStats(
+                query_pb2.GetDailyStatsRequest(site_id=site.site_id), metadata=metadata, timeout=5
+            )
+
+        # Both services now hold the key's look-up in their caches.
+        assert await grpc_code(track()) == grpc.StatusCode.OK
+        assert await grpc_code(stats()) == grpc.StatusCode.OK
+
+        await auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(key_id=key.key.key_id), metadata=admin)
+        revoked_at = time.monotonic()
+        refused: dict[str, float] = {}
+        while len(refused) < 2 and time.monotonic() - revoked_at < cache_ttl_s / 2:
+            for name, call in (("ingest", track), ("query", stats)):
+                if name not in refused and await grpc_code(call()) == grpc.StatusCode.UNAUTHENTICATED:
+                    refused[name] = time.monotonic() - revoked_at
+            await asyncio.sleep(0.02)
+    assert set(refused) == {"ingest", "query"}, refused
+    assert max(refused.values()) < bound_s, refused

@@ -293,6 +293,7 @@ async def test_poison_goes_to_dead_letters_the_rest_flows_and_replay_works(
         "ANALYTICS_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
         "ANALYTICS_ADMIN_TOKEN": ADMIN_TOKEN,
         "ANALYTICS_INTERNAL_TOKEN": "failure-internal-" + secrets.token_hex(16),
+        "ANALYTICS_NATS_URL": processor_nats_url,
     }
     auth = start_service("auth_service", auth_env, "auth")
     env = processor_env(database_url, processor_nats_url, auth_addr=auth_env["ANALYTICS_GRPC_LISTEN"])

@@ -80,7 +80,8 @@ _CacheKey = tuple[bytes, str, str]
 class AuthClient:
     """Authenticates keys against the auth service; answers are cached for ``ttl_s`` seconds.
 
-    A revoked key therefore keeps working for at most ``ttl_s`` in each caller.
+    ``revoke(key_id)`` (fed by auth's revocation announcements) refuses a key at once; without an
+    announcement a revoked key keeps working for at most ``ttl_s`` in each caller.
     """
 
     def __init__(
@@ -100,6 +101,9 @@ class AuthClient:
         self._max_entries = max_entries
         self._cache: OrderedDict[_CacheKey, tuple[float, _Answer | _Refusal]] = OrderedDict()
         self._inflight: dict[_CacheKey, asyncio.Future[_Answer]] = {}
+        # Revoked key ids, remembered for as long as an answer fetched before the revocation could
+        # still be cached: a look-up in flight when the announcement came must not resurrect the key.
+        self._revoked: OrderedDict[str, float] = OrderedDict()
 
     async def authenticate(self, api_key: str | None, site_id: str) -> Principal:
         """The key's principal; with ``site_id``, only if the key may act for that site."""
@@ -127,10 +131,10 @@ class AuthClient:
             self._cache.move_to_end(cache_key)
             if isinstance(hit[1], _Refusal):
                 raise ServiceError(hit[1].code, hit[1].message)
-            return hit[1]
+            return self._unless_revoked(hit[1])
         pending = self._inflight.get(cache_key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            return self._unless_revoked(await asyncio.shield(pending))
         future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._inflight[cache_key] = future
         try:
@@ -141,9 +145,28 @@ class AuthClient:
             raise
         else:
             future.set_result(answer)
-            return answer
+            return self._unless_revoked(answer)
         finally:
             del self._inflight[cache_key]
+
+    def revoke(self, key_id: str) -> None:
+        """Refuses ``key_id`` from now on, whatever is cached or in flight."""
+        now = time.monotonic()
+        self._revoked[key_id] = now + self._ttl_s + self._timeout_s
+        self._revoked.move_to_end(key_id)
+        while self._revoked and (next(iter(self._revoked.values())) <= now or len(self._revoked) > 100_000):
+            self._revoked.popitem(last=False)
+        stale = [
+            k for k, (_, v) in self._cache.items() if not isinstance(v, _Refusal) and v[0].key_id == key_id
+        ]
+        for cache_key in stale:
+            del self._cache[cache_key]
+
+    def _unless_revoked(self, answer: _Answer) -> _Answer:
+        until = self._revoked.get(answer[0].key_id)
+        if until is not None and until > time.monotonic():
+            raise unauthenticated("api key is invalid or revoked")
+        return answer
 
     async def _lookup(self, api_key: str, site_id: str, domain: str, cache_key: _CacheKey) -> _Answer:
         try:

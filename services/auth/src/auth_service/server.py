@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
+
 from analytics.v1 import auth_pb2_grpc
+from analytics_bus import connect
+from analytics_bus.revocations import announce_revocation
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from auth_service.servicer import AuthServicer
@@ -13,11 +18,17 @@ SCHEMA = "auth"
 
 
 async def serve(settings: Settings) -> None:
+    nc = await connect(settings.nats_url, "auth")
     pool = create_pool(settings.database_url, name="auth", max_size=10)
     server = GrpcServer("auth", settings.grpc_listen)
     server.add(
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        AuthServicer(AuthStore(pool), settings.admin_token, settings.internal_token),
+        AuthServicer(
+            AuthStore(pool),
+            settings.admin_token,
+            settings.internal_token,
+            announce_revocation=partial(announce_revocation, nc),
+        ),
         "analytics.v1.AuthService",
     )
     server.install_signal_handlers()
@@ -31,3 +42,5 @@ async def serve(settings: Settings) -> None:
         await server.stop()
     finally:
         await pool.close()
+        with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to send
+            await nc.drain()

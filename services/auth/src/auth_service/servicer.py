@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -111,8 +111,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         internal_token: str,
         *,
         clock: Callable[[], datetime] = utc_now,
+        announce_revocation: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Tells the services that cache key look-ups to drop a revoked key now.
+        self._announce_revocation = announce_revocation
         self._admin_token = admin_token
         self._internal_token = internal_token
         # Only the visitor salts' day comes from it: tests move days without waiting for midnight.
@@ -256,6 +259,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if row is None:
             raise not_found(f"api key {request.key_id} not found")
         log.info("api key revoked", key_id=row.key_id, site_id=str(row.site_id))
+        if self._announce_revocation is not None:
+            try:
+                await self._announce_revocation(row.key_id)
+            except Exception as error:  # the callers' cache TTL still ends the key's life
+                log.warning("revocation not announced", key_id=row.key_id, error=str(error))
         return auth_pb2.RevokeApiKeyResponse(key=key_message(row))
 
     async def Authenticate(

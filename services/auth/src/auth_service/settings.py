@@ -11,6 +11,7 @@ from analytics_config.names import (
     DATABASE_URL,
     INTERNAL_TOKEN,
     MIGRATE_ON_START,
+    NATS_URL,
 )
 
 MIN_ADMIN_TOKEN_LENGTH = 24
@@ -22,6 +23,7 @@ class Settings:
     database_url: str
     admin_token: str
     internal_token: str
+    nats_url: str
     migrate_on_start: bool
     log_level: str
 
@@ -40,6 +42,7 @@ class Settings:
             database_url=env.str(DATABASE_URL),
             admin_token=admin_token,
             internal_token=internal_token,
+            nats_url=env.str(NATS_URL),
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.log_level(),
         )

@@ -318,3 +318,26 @@ async def test_auth_client_caches_the_site_like_the_key(auth: Auth) -> None:
     finally:
         await cached.close()
         await fresh.close()
+
+
+async def test_a_revoked_key_is_refused_at_once_cached_or_in_flight(auth: Auth) -> None:
+    made = await create(auth)
+    client = AuthClient(auth.address, ttl_s=60)
+    try:
+        principal = await client.authenticate(made.api_key, made.site_id)
+        assert principal.key_id == made.key.key_id
+        # What the revocation announcement does: the cached answer is dropped and the key refused,
+        # for this look-up and for one that was already on its way when it came.
+        in_flight = asyncio.ensure_future(client.site_access(made.api_key, site_id=made.site_id))
+        client.revoke(made.key.key_id)
+        for call in (client.authenticate(made.api_key, made.site_id), in_flight):
+            with pytest.raises(ServiceError) as refused:
+                await call
+            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+        # Another key of the same site is untouched.
+        other = await auth.stub.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(site_id=made.site_id), metadata=ADMIN_MD
+        )
+        assert (await client.authenticate(other.api_key, made.site_id)).key_id == other.key.key_id
+    finally:
+        await client.close()

@@ -7,6 +7,7 @@ import contextlib
 from analytics.v1 import ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_bus.health import BusHealth
+from analytics_bus.revocations import follow_revocations
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from ingest_service.enrich import useragent
@@ -41,6 +42,7 @@ async def serve(settings: Settings) -> None:
         health=bus,
     )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
+    await follow_revocations(nc, auth.revoke)
     servicer = IngestServicer(
         auth,
         publisher,

@@ -9,6 +9,7 @@ import structlog
 
 from analytics.v1 import processor_pb2_grpc
 from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
+from analytics_bus.revocations import follow_revocations
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
@@ -63,6 +64,7 @@ async def serve(settings: Settings) -> None:
         if settings.migrate_on_start:
             await migrate(settings.database_url, SCHEMA, "processor_service.migrations")
         nc = await connect(settings.nats_url, "processor")
+        await follow_revocations(nc, auth.revoke)
         js = nc.jetstream()
         await ensure_stream(js, settings.bus)
         await ensure_deadletter_stream(js, settings.bus.deadletter)

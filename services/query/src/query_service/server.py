@@ -9,6 +9,8 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import query_pb2_grpc
+from analytics_bus import connect
+from analytics_bus.revocations import follow_revocations
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
@@ -30,8 +32,10 @@ async def _wait_for_schema(pool: AsyncConnectionPool, required: int) -> None:
 
 
 async def serve(settings: Settings) -> None:
+    nc = await connect(settings.nats_url, "query")
     pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
+    await follow_revocations(nc, auth.revoke)
     server = GrpcServer("query", settings.grpc_listen)
     health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
     snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
@@ -66,6 +70,8 @@ async def serve(settings: Settings) -> None:
                 await watcher
         await auth.close()
         await pool.close()
+        with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to send
+            await nc.drain()
 
 
 async def _ready(pool: AsyncConnectionPool) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
-from analytics_config.names import DATABASE_URL
+from analytics_config.names import DATABASE_URL, NATS_URL
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 
@@ -15,6 +15,7 @@ STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 class Settings:
     grpc_listen: str
     database_url: str
+    nats_url: str
     auth_addr: str
     auth_cache_ttl_s: float
     statement_timeout_ms: int
@@ -26,6 +27,7 @@ class Settings:
         return cls(
             grpc_listen=env.grpc_listen(),
             database_url=env.str(DATABASE_URL),
+            nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
