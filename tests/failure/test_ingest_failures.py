@@ -24,7 +24,9 @@ import grpc
 import nats
 import psycopg
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from analytics.v1 import (
     auth_pb2,
@@ -36,6 +38,7 @@ from analytics.v1 import (
     query_pb2_grpc,
 )
 from analytics_bus import BusConfig
+from analytics_testing.grpc_errors import expect_error
 from analytics_testing.nats import LocalNats
 from analytics_testing.stack import ServiceStack
 
@@ -628,3 +631,79 @@ async def test_a_revoked_key_is_refused_everywhere_within_a_second_despite_the_c
             await asyncio.sleep(0.02)
     assert set(refused) == {"ingest", "query"}, refused
     assert max(refused.values()) < bound_s, refused
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+async def test_unacknowledged_events_carry_their_ids_and_a_retry_with_them_counts_once(
+    private_nats: LocalNats, private_stack: Callable[..., ServiceStack]
+) -> None:
+    """A client that sends neither ids nor timestamps (a browser) gets the ids the server gave its
+    events in the UNAVAILABLE error; the README's retry, the same events with those ids, stores
+    each event once, including those that reached the stream before the error."""
+    stack = private_stack(nats_url=private_nats.url)
+    site = await new_site(stack)
+    async with grpc.aio.insecure_channel(stack.addresses["ingest"], options=CHANNEL_OPTIONS) as channel:
+        ingest = ingest_pb2_grpc.IngestServiceStub(channel)
+        singles = [
+            events_pb2.Event(site_id=site.site_id, event_type="pageview", path=f"/anonymous/{i}")
+            for i in range(3)
+        ]
+        batch = [
+            events_pb2.Event(site_id=site.site_id, event_type="pageview", path=f"/anonymous/batch/{i}")
+            for i in range(4)
+        ]
+        private_nats.stop()
+        failed: list[tuple[list[events_pb2.Event], list[str]]] = []
+        calls = [
+            (
+                [event],
+                ingest.Track(
+                    ingest_pb2.TrackRequest(event=event), metadata=site.metadata, timeout=CALL_TIMEOUT_S
+                ),
+            )
+            for event in singles
+        ]
+        calls.append(
+            (
+                batch,
+                ingest.TrackBatch(
+                    ingest_pb2.TrackBatchRequest(events=batch), metadata=site.metadata, timeout=CALL_TIMEOUT_S
+                ),
+            )
+        )
+        for events, call in calls:
+            error = await expect_error(call, grpc.StatusCode.UNAVAILABLE)
+            info = error_info(error)
+            assert info is not None, error.details()
+            assert (info.reason, info.domain) == ("EVENTS_NOT_ACKNOWLEDGED", "analytics.v1")
+            failed.append((events, info.metadata["event_ids"].split(",")))
+        private_nats.start()
+        acknowledged: list[str] = []
+        for events, event_ids in failed:
+            assert len(event_ids) == len(events) and all(uuid.UUID(i) for i in event_ids)
+            retried = [
+                events_pb2.Event(site_id=e.site_id, event_type=e.event_type, path=e.path, event_id=i)
+                for e, i in zip(events, event_ids, strict=True)
+            ]
+            reply = await until_ok(
+                lambda retried=retried: ingest.TrackBatch(
+                    ingest_pb2.TrackBatchRequest(events=retried),
+                    metadata=site.metadata,
+                    timeout=CALL_TIMEOUT_S,
+                ),
+                "retried events",
+            )
+            assert list(reply.event_ids) == event_ids
+            acknowledged += event_ids
+
+    counts = await counts_when_caught_up(stack, site, acknowledged)
+    assert_exactly_once(counts, acknowledged)
+    assert sum(counts.values()) == len(singles) + len(batch)

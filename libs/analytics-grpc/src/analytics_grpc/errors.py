@@ -9,6 +9,17 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+# google.rpc.ErrorInfo.domain of this service's errors.
+ERROR_DOMAIN = "analytics.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a call failed, for programs: a reason constant and string metadata (google.rpc.ErrorInfo)."""
+
+    reason: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
@@ -28,12 +39,14 @@ class ServiceError(Exception):
         *,
         violations: tuple[FieldViolation, ...] = (),
         retry_after_s: float | None = None,
+        info: ErrorInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.violations = violations
         self.retry_after_s = retry_after_s
+        self.info = info
 
     @classmethod
     def invalid(cls, violations: list[FieldViolation] | tuple[FieldViolation, ...]) -> ServiceError:
@@ -47,7 +60,8 @@ class ServiceError(Exception):
         return cls.invalid([FieldViolation(field, description)])
 
     def to_status(self) -> grpc.Status:
-        """The status with google.rpc.BadRequest details, carried in grpc-status-details-bin."""
+        """The status with its details (google.rpc.BadRequest, ErrorInfo, RetryInfo), carried in
+        grpc-status-details-bin."""
         details: list[any_pb2.Any] = []
         if self.violations:
             bad_request = error_details_pb2.BadRequest(
@@ -58,6 +72,14 @@ class ServiceError(Exception):
             )
             packed = any_pb2.Any()
             packed.Pack(bad_request)
+            details.append(packed)
+        if self.info is not None:
+            packed = any_pb2.Any()
+            packed.Pack(
+                error_details_pb2.ErrorInfo(
+                    reason=self.info.reason, domain=ERROR_DOMAIN, metadata=dict(self.info.metadata)
+                )
+            )
             details.append(packed)
         if self.retry_after_s is not None:
             retry = error_details_pb2.RetryInfo()

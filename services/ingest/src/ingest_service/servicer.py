@@ -10,6 +10,7 @@ import grpc
 from analytics.v1 import auth_pb2, bus_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
 from analytics_grpc.auth_client import AuthClient, Principal
 from analytics_grpc.errors import (
+    ErrorInfo,
     FieldViolation,
     ServiceError,
     permission_denied,
@@ -29,6 +30,25 @@ from ingest_service.validation import Limits, RequestClock, uuid_text, validate_
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# Up to this many event ids travel with an unacknowledged request's error (about 40 bytes each in
+# the gRPC trailers; clients refuse trailers over 8-16 KiB). A larger batch is retried with the
+# ids its client sent, which is why batch clients should send them.
+MAX_IDS_IN_ERROR = 100
+
+
+def not_acknowledged(message: str, events: list[bus_pb2.EnrichedEvent]) -> ServiceError:
+    """UNAVAILABLE with the request's event ids in google.rpc.ErrorInfo: the events may be stored
+    after all, and a retry that sends them with these ids is stored once."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    if len(events) <= MAX_IDS_IN_ERROR:
+        metadata = (("event_ids", ",".join(uuid_text(event.event_id) for event in events)),)
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"{message}; the events may have been stored: retry with the same event ids",
+        info=ErrorInfo("EVENTS_NOT_ACKNOWLEDGED", metadata),
+    )
 
 
 async def enrich_events(
@@ -191,5 +211,5 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             await self._publisher.publish(enriched)
         except PublishError as error:
-            raise unavailable(str(error)) from None
+            raise not_acknowledged(str(error), enriched) from None
         return enriched
