@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from analytics_config.grpc_runtime import DEFAULT_EXPERIMENTS
@@ -138,6 +139,30 @@ async def test_batch_routes_and_idempotent_event_ids(
     body = await stats_when(http, site, 4)
     assert body["total_views"] == 4
     assert body["unique_users"] == 3
+
+
+async def test_one_event_id_counts_once_whatever_time_its_copies_carry(
+    http: aiohttp.ClientSession, stack: ServiceStack
+) -> None:
+    site = await create_site(http, stack)
+    headers = {"x-api-key": site["api_key"]}
+    event_id = str(uuid.uuid4())
+    first = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    copy = {"site_id": site["site_id"], "event_type": "pageview", "path": "/once", "event_id": event_id}
+    for timestamp in (first.isoformat(), (first + timedelta(hours=1)).isoformat(), None, None):
+        event = copy if timestamp is None else {**copy, "timestamp": timestamp}
+        async with http.post("/api/event", json=event, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["event_id"] == event_id
+    await stats_when(http, site, 1)
+    await asyncio.sleep(0.5)  # give a wrongly duplicated event time to show up
+    assert (await stats_when(http, site, 1))["total_views"] == 1
+    async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT count(*), min(time) FROM analytics.events WHERE site_id = %s", (site["site_id"],)
+        )
+        # The first copy stored wins.
+        assert await cur.fetchone() == (1, first)
 
 
 async def test_health(http: aiohttp.ClientSession) -> None:

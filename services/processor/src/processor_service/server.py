@@ -13,6 +13,7 @@ from analytics_bus.revocations import follow_revocations
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
+from processor_service import event_ids
 from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
@@ -21,6 +22,8 @@ from processor_service.settings import Settings
 from processor_service.writer import EventWriter
 
 SCHEMA = "analytics"
+# How often a processor forgets expired event ids (analytics.event_ids); the window is days long.
+EXPIRE_EVERY_S = 600.0
 
 log = structlog.get_logger("analytics.processor")
 
@@ -88,9 +91,14 @@ async def serve(settings: Settings) -> None:
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(watcher.run(), name="max-deliveries"),
         }
+        # Forgets claimed event ids past their window (every replica may: deletes do not collide).
+        expiry = asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
         await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
         # Health NOT_SERVING and in-flight RPCs finished, then the batches in hand: committed and
         # acked, or (database still down) released for redelivery.
         consumer.stop()

@@ -45,9 +45,8 @@ from datetime import UTC, datetime, timedelta
 SESSION_GAP = timedelta(minutes=30)
 # Advisory-lock buckets: bounded lock-table use per transaction whatever the batch size.
 LOCK_BUCKETS = 256
-# First keys of the writer's two-key advisory locks, apart from other users of advisory locks.
+# First key of the writer's two-key advisory locks, apart from other users of advisory locks.
 _LOCK_CLASS = 0x5E55_0000
-RETRY_LOCK_CLASS = 0x5E55_0001
 
 INPUT_TABLE = "session_input"
 SLOW_TABLE = "session_slow"

@@ -33,7 +33,6 @@ from processor_service.sessions import (
     INPUT_TABLE,
     LOCK,
     LOCK_BUCKETS,
-    RETRY_LOCK_CLASS,
     SESSION_GAP,
     SLOW,
     TEMP_TABLES,
@@ -74,17 +73,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("properties", "jsonb"),
 )
 _NAMES = ", ".join(name for name, _ in COLUMNS)
-# Rows carry one more value than analytics.events has columns: whether occurred_at is the server
-# receive time (EnrichedEvent.server_time). A client retry of such an event (same id, from the
-# client or from the first answer) has another time, so these rows are de-duplicated by
-# (site_id, event_id) alone, against copies stored from RETRY_WINDOW before the batch's earliest
-# such event on: a retry whose first attempt reached the bus follows within seconds or minutes
-# (the answer was lost), and a shorter window probes fewer chunks. Both copies carry the flag, so
-# whichever is stored first wins, in any delivery order.
-RETRY_WINDOW = timedelta(hours=1)
-_STAGING_TYPES = [type_ for _, type_ in COLUMNS] + ["bool"]
+_STAGING_TYPES = [type_ for _, type_ in COLUMNS]
 _STAGING = "events_staging"
-_COPY = f"COPY {_STAGING} ({_NAMES}, retry_key) FROM STDIN (FORMAT BINARY)"
+_COPY = f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
 _INSERT_SELECT = f"INSERT INTO analytics.events ({_NAMES}) SELECT {_NAMES} FROM {_STAGING}"  # noqa: S608
 
 
@@ -118,34 +109,24 @@ WITH inserted AS (
     {_INSERT_SELECT} ON CONFLICT DO NOTHING RETURNING site_id, is_bot, kind, path, time, visitor_id
 )
 {_summary("inserted")}"""
-# Server-timed rows whose event id is stored already, or staged already with an earlier time, are
-# dropped before the insert: the first copy stored wins. Writers of such rows hold this lock from
-# the check to their commit, so a copy another transaction is inserting is committed (and seen)
-# before the check. It is taken before the session locks, never after them: no deadlock.
-_RETRY_LOCK = f"SELECT pg_advisory_xact_lock({RETRY_LOCK_CLASS}, 0)"
-_RETRY_START = f"SELECT min(time) FROM {_STAGING} WHERE retry_key"  # noqa: S608
-_DROP_STAGED_RETRIES = f"""
-WITH repeated AS (
-    SELECT site_id, event_id FROM {_STAGING} WHERE retry_key GROUP BY site_id, event_id HAVING count(*) > 1
+# An event id names one event per site whatever its time (migration 0005). One statement: of the
+# staged copies of an id the earliest is its candidate, every candidate's id is claimed in
+# analytics.event_ids, and only candidates whose claim is new stay staged. A claim another
+# transaction holds uncommitted waits for it; claims are taken in key order, so two writers never
+# wait for each other's in opposite orders.
+_CLAIM_IDS = f"""
+WITH candidates AS (
+    SELECT DISTINCT ON (site_id, event_id) ctid AS row_id, site_id, event_id
+      FROM {_STAGING} ORDER BY site_id, event_id, time
 ),
-copies AS (
-    SELECT s.ctid AS row_id, row_number() OVER (PARTITION BY s.site_id, s.event_id ORDER BY s.time) AS copy
-      FROM {_STAGING} s JOIN repeated USING (site_id, event_id)
-     WHERE s.retry_key
+claimed AS (
+    INSERT INTO analytics.event_ids (site_id, event_id)
+    SELECT site_id, event_id FROM candidates ORDER BY site_id, event_id
+    ON CONFLICT DO NOTHING
+    RETURNING site_id, event_id
 )
-DELETE FROM {_STAGING} s USING copies c WHERE s.ctid = c.row_id AND c.copy > 1
-"""  # noqa: S608 - constants only
-# One index probe per flagged row: a nested loop, forced around the statement because a hash join
-# would read the whole chunk. Only a lower time bound: with a two-sided range and no statistics yet
-# on a new chunk, the planner rates the (site_id, time) index as good as the identity index and
-# scans a site's whole range per row; the lower bound alone still skips older chunks.
-_NESTED_LOOPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-_ANY_JOIN = "RESET enable_hashjoin; RESET enable_mergejoin"
-_DROP_STORED_RETRIES = f"""
-DELETE FROM {_STAGING} s
- WHERE s.retry_key
-   AND EXISTS (SELECT 1 FROM analytics.events e
-                WHERE e.site_id = s.site_id AND e.event_id = s.event_id AND e.time >= %(since)s)
+DELETE FROM {_STAGING}
+ WHERE ctid NOT IN (SELECT c.row_id FROM candidates c JOIN claimed USING (site_id, event_id))
 """  # noqa: S608 - constants only
 # Chunks of analytics.events and analytics.sessions never analyzed yet, once they hold some rows.
 # Until a chunk has statistics the planner cannot tell the identity and session indexes from the
@@ -168,8 +149,8 @@ _EXACT_AFTER_CONFLICT = 8
 # Temp tables live as long as the pooled connection; ON COMMIT DELETE ROWS empties them after every
 # batch without a separate TRUNCATE round trip.
 _TEMP_TABLES = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS, "
-    f"retry_key boolean NOT NULL DEFAULT false) ON COMMIT DELETE ROWS; {TEMP_TABLES}"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS) "
+    f"ON COMMIT DELETE ROWS; {TEMP_TABLES}"
 )
 
 Row = tuple[object, ...]
@@ -224,7 +205,7 @@ def _jsonb(properties: Mapping[str, str]) -> bytes:
 
 
 def to_row(event: bus_pb2.EnrichedEvent) -> Row:
-    """The event in COLUMNS order, then its retry flag; raises InvalidEvent when it cannot be stored."""
+    """The event in COLUMNS order; raises InvalidEvent when it cannot be stored."""
     site_id = event.site_id
     event_id = event.event_id
     if len(site_id) != 16:
@@ -261,7 +242,6 @@ def to_row(event: bus_pb2.EnrichedEvent) -> Row:
         event.screen_height,
         event.language,
         _jsonb(properties) if properties else _EMPTY_JSONB,
-        event.server_time,
     )
 
 
@@ -358,8 +338,7 @@ class EventWriter:
                         for row in rows:
                             await copy.write_row(row)
                     await self._analyze_fresh_chunks(cur)
-                    if any(row[-1] for row in rows):
-                        await self._drop_retries(cur)
+                    await cur.execute(_CLAIM_IDS)
                     summary = await self._insert(conn, cur)
                     feed = 0
                     for site_id, is_bot, kind, path, count, first_at, last_at, visitors in summary:
@@ -381,18 +360,6 @@ class EventWriter:
         for schema, name in await cur.fetchall():
             await cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
             log.info("analyzed a new chunk", chunk=f"{schema}.{name}")
-
-    async def _drop_retries(self, cur: AsyncCursor[Any]) -> None:
-        await cur.execute(_RETRY_LOCK)
-        await cur.execute(_RETRY_START)
-        start = await cur.fetchone()
-        if start is None or start[0] is None:
-            return
-        await cur.execute(_DROP_STAGED_RETRIES)
-        await cur.execute(_NESTED_LOOPS_ONLY)
-        # A literal bound lets the planner skip the chunks before it.
-        await cur.execute(_DROP_STORED_RETRIES, {"since": start[0] - RETRY_WINDOW})
-        await cur.execute(_ANY_JOIN)
 
     async def _insert(self, conn: AsyncConnection[Any], cur: AsyncCursor[Any]) -> list[Any]:
         """Moves the staged rows into analytics.events; returns the summary of what was new."""

@@ -13,6 +13,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
+from processor_service import event_ids
 from processor_service.writer import EventWriter, InvalidEvent, rows_of, to_row
 
 pytestmark = pytest.mark.integration
@@ -156,7 +157,7 @@ def _attempt(site: uuid.UUID, event_id: uuid.UUID, minute: int, make_event: Any,
     return event
 
 
-async def test_a_retry_of_a_server_timed_event_is_stored_once(
+async def test_an_event_id_names_one_event_whatever_its_time(
     analytics_pool: AsyncConnectionPool, make_event: Any
 ) -> None:
     site = uuid.uuid4()
@@ -183,17 +184,22 @@ async def test_a_retry_of_a_server_timed_event_is_stored_once(
     assert await write(attempt(42, third)) == 0
     assert await write(attempt(45, fourth)) == 1
     assert await write(attempt(44, fourth, client_event_id=False)) == 0
-    # An event the client timestamped itself: its time is part of its identity.
-    assert await write(attempt(30, server_time=False)) == 1
+    # A copy the client timestamped itself, hours or days away: still the same event.
+    assert await write(attempt(30, server_time=False)) == 0
+    late = make_event(site, "/r", at=datetime(2024, 7, 8, 11, tzinfo=UTC), event_id=event_id)
+    assert await write(late) == 0
     async with analytics_pool.connection() as conn:
         cur = await conn.execute(
             "SELECT event_id, extract(minute FROM time)::int FROM analytics.events "
             "WHERE site_id = %s ORDER BY 2",
             (site,),
         )
-        assert await cur.fetchall() == [(event_id, 5), (other, 20), (event_id, 30), (third, 40), (fourth, 45)]
+        assert await cur.fetchall() == [(event_id, 5), (other, 20), (third, 40), (fourth, 45)]
         cur = await conn.execute("SELECT sum(events) FROM analytics.sessions WHERE site_id = %s", (site,))
-        assert await cur.fetchone() == (5,)
+        assert await cur.fetchone() == (4,)
+    # The same id on another site is another event.
+    elsewhere = _attempt(uuid.uuid4(), event_id, 5, make_event)
+    assert (await writer.write(rows_of([bus_pb2.EventBatch(events=[elsewhere])]))).inserted == 1
 
 
 async def test_concurrent_copies_of_server_timed_events_are_stored_once(
@@ -236,3 +242,30 @@ async def test_a_new_chunk_is_analyzed_by_the_next_batch(
         )
         # Analyzed by the second batch before its insert: it saw the first batch only.
         assert [row[0] for row in await cur.fetchall()] == [1000]
+
+
+async def test_claims_past_the_window_are_forgotten(
+    analytics_pool: AsyncConnectionPool, make_event: Any
+) -> None:
+    site = uuid.uuid4()
+    kept, expired = uuid.uuid4(), uuid.uuid4()
+    writer = EventWriter(analytics_pool)
+    for the_id in (kept, expired):
+        await writer.write(rows_of([bus_pb2.EventBatch(events=[_attempt(site, the_id, 1, make_event)])]))
+    async with analytics_pool.connection() as conn:
+        await conn.execute(
+            "UPDATE analytics.event_ids SET first_seen = now() - %s - interval '1 minute' "
+            "WHERE site_id = %s AND event_id = %s",
+            (event_ids.KEEP, site, expired),
+        )
+    assert await event_ids.expire(analytics_pool) >= 1
+    async with analytics_pool.connection() as conn:
+        cur = await conn.execute("SELECT event_id FROM analytics.event_ids WHERE site_id = %s", (site,))
+        assert await cur.fetchall() == [(kept,)]
+    # Past the window, a copy with another time is a new event; within it, it is not.
+    assert (
+        await writer.write(rows_of([bus_pb2.EventBatch(events=[_attempt(site, expired, 9, make_event)])]))
+    ).inserted == 1
+    assert (
+        await writer.write(rows_of([bus_pb2.EventBatch(events=[_attempt(site, kept, 9, make_event)])]))
+    ).inserted == 0
