@@ -147,5 +147,5 @@ def environment(
             log(f"kept {work_dir} (BENCH_KEEP)")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-        for error in errors:
-            log(f"teardown problem: {error}")
+        for problem in errors:
+            log(f"teardown problem: {problem}")

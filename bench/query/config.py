@@ -63,6 +63,7 @@ class Settings:
     warmup: int
     raw_repetitions: int
     raw_warmup: int
+    budget_seconds: float
     batch_size: int
     workers: int
     progress_seconds: float
@@ -88,6 +89,7 @@ class Settings:
             warmup=_int("BENCH_QUERY_WARMUP", 2, 0),
             raw_repetitions=_int("BENCH_QUERY_RAW_REPETITIONS", 5, 1),
             raw_warmup=_int("BENCH_QUERY_RAW_WARMUP", 1, 0),
+            budget_seconds=_float("BENCH_QUERY_BUDGET_SECONDS", 60.0, 0.0),
             batch_size=_int("BENCH_QUERY_BATCH", 5000, 1),
             workers=_int("BENCH_QUERY_WORKERS", 2, 1),
             progress_seconds=_float("BENCH_QUERY_PROGRESS_SECONDS", 3.0, 0.5),
@@ -101,6 +103,7 @@ class Settings:
             "warmup": self.warmup,
             "raw_repetitions": self.raw_repetitions,
             "raw_warmup": self.raw_warmup,
+            "budget_seconds": self.budget_seconds,
             "batch_size": self.batch_size,
             "workers": self.workers,
             "only": sorted(self.only),

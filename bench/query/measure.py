@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -86,6 +86,19 @@ class Measurement:
         }
 
 
+# At least this many timed runs per question, whatever the time budget.
+MIN_REPETITIONS = 5
+
+
+def _runs(warmup: int, repetitions: int, budget_s: float, samples: list[float]) -> Iterator[bool]:
+    """Yields whether each run is timed: warmup untimed runs, then timed ones until there are
+    repetitions of them, or at least MIN_REPETITIONS once they took budget_s together."""
+    for _ in range(warmup):
+        yield False
+    while len(samples) < repetitions and (len(samples) < MIN_REPETITIONS or sum(samples) < budget_s):
+        yield True
+
+
 def measure(
     stub: query_pb2_grpc.QueryServiceStub,
     metadata: Sequence[tuple[str, str]],
@@ -98,28 +111,30 @@ def measure(
     raw_warmup: int,
     today: date,
     log: Callable[[str], None],
+    budget_s: float = float("inf"),
     timeout_s: float = 600.0,
 ) -> list[Measurement]:
     """Runs each question warmup + repetitions times through the RPC, then raw_warmup +
-    raw_repetitions times as raw SQL, one at a time; warm-up runs are not timed."""
+    raw_repetitions times as raw SQL, one at a time; warm-up runs are not timed, and a side
+    stops repeating once its timed runs took budget_s (after MIN_REPETITIONS of them)."""
     results = []
     for query in queries:
         found = Measurement(query.name, query.what, query.target_ms)
         request = query.request(ctx.site_id, today)
         response = None
         try:
-            for run in range(warmup + repetitions):
+            for timed in _runs(warmup, repetitions, budget_s, found.rpc_s):
                 started = time.perf_counter()
                 response = stub.Query(request, metadata=tuple(metadata), timeout=timeout_s)
-                if run >= warmup:
+                if timed:
                     found.rpc_s.append(time.perf_counter() - started)
         except grpc.RpcError as error:
             found.error = f"{error.code().name}: {error.details()}"
         raw = None
-        for run in range(raw_warmup + raw_repetitions):
+        for timed in _runs(raw_warmup, raw_repetitions, budget_s, found.raw_s):
             started = time.perf_counter()
             raw = query.raw(ctx)
-            if run >= raw_warmup:
+            if timed:
                 found.raw_s.append(time.perf_counter() - started)
         if response is not None and raw is not None and found.error is None:
             found.difference = differences(answer_rows(response), raw)

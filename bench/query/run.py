@@ -188,6 +188,7 @@ def run(settings: Settings) -> int:
                 raw_warmup=settings.raw_warmup,
                 today=params.end,
                 log=say,
+                budget_s=settings.budget_seconds,
             )
     result = document(
         measurements,

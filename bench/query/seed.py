@@ -31,6 +31,7 @@ from bench.query.generator import SITES, Params, Summary, Unit, generate_unit, u
 from processor_service.writer import EventWriter, rows_of
 
 MARKER = "marker.json"
+UNIT_TIMEOUT_S = 1800.0
 POSTGRES = "postgres"
 
 
@@ -190,7 +191,8 @@ async def seed(
                             )
                         )
                         submitted += 1
-                    unit = await asyncio.to_thread(pending.pop(0).get)
+                    # A worker that died never delivers: give up rather than wait for ever.
+                    unit = await asyncio.to_thread(pending.pop(0).get, UNIT_TIMEOUT_S)
                 else:
                     unit = generate_unit(params, site_ids, index, batch_size, summarize)
                 progress.day = unit.start.date().isoformat()

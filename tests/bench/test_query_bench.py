@@ -33,7 +33,7 @@ from auth_service.store import AuthStore
 from bench import report
 from bench.query import generator, seed
 from bench.query.generator import SITES, Params, Summary
-from bench.query.measure import Measurement, measure
+from bench.query.measure import Measurement, _runs, measure, percentile
 from bench.query.queries import NAMES, QUERIES, Context, rounded
 from bench.query.run import document
 from query_service.servicer import QueryServicer
@@ -343,3 +343,21 @@ def test_a_data_set_is_reused_only_with_the_same_parameters(tmp_path: Path) -> N
     seed.wipe(tmp_path)
     assert not (tmp_path / seed.POSTGRES).exists()
     assert seed.reusable(tmp_path, params) is None
+
+
+def test_runs_stop_at_the_repetitions_or_after_the_time_budget() -> None:
+    samples: list[float] = []
+    timed = []
+    for run in _runs(2, 20, 1.0, samples):
+        timed.append(run)
+        if run:
+            samples.append(0.3)
+    assert timed[:2] == [False, False]
+    assert len(samples) == 5  # the minimum, although 4 runs already took the budget
+    fast: list[float] = []
+    for _ in _runs(0, 7, 1.0, fast):
+        fast.append(0.001)
+    assert len(fast) == 7
+    assert percentile([0.004, 0.001, 0.002, 0.003], 0.5) == 2.0
+    assert percentile([0.001 * n for n in range(1, 21)], 0.95) == 19.0
+    assert percentile([], 0.95) is None
