@@ -218,7 +218,7 @@ async def seeded(postgres_server: PostgresServer) -> AsyncIterator[Seeded]:
             params,
             site_ids,
             batch_size=800,
-            workers=0,
+            workers=1,  # a generator process, as in the benchmark
             progress_seconds=60,
             summarize=True,
         )
