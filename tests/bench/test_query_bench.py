@@ -35,7 +35,7 @@ from bench.query import generator, seed
 from bench.query.generator import SITES, Params, Summary
 from bench.query.measure import Measurement, _runs, measure, percentile
 from bench.query.queries import NAMES, QUERIES, Context, rounded
-from bench.query.run import document
+from bench.query.run import document, table
 from query_service.servicer import QueryServicer
 from query_service.snapshot import DatabaseHealth, Snapshots
 
@@ -361,3 +361,15 @@ def test_runs_stop_at_the_repetitions_or_after_the_time_budget() -> None:
     assert percentile([0.004, 0.001, 0.002, 0.003], 0.5) == 2.0
     assert percentile([0.001 * n for n in range(1, 21)], 0.95) == 19.0
     assert percentile([], 0.95) is None
+
+
+def test_the_table_marks_targets_and_warns_when_answers_differ() -> None:
+    fast = Measurement("aggregate_30d", "all metrics", 50.0, rpc_s=[0.01] * 5, raw_s=[1.0])
+    slow = Measurement("aggregate_90d", "all metrics", 150.0, rpc_s=[0.2] * 5, raw_s=[2.0])
+    slow.difference = "row 0 (): metrics (1.0,) (Query) vs (2.0,) (raw SQL)"
+    failed = Measurement("comparison_30d", "all metrics", None, raw_s=[1.0], error="DEADLINE_EXCEEDED: late")
+    lines = table([fast, slow, failed]).splitlines()
+    assert lines[2].split() == ["aggregate_30d", "10.0", "10.0", "1,000", "100.0x", "<", "50", "ms", "met"]
+    assert lines[3].split()[-1] == "MISSED"
+    assert lines[4].endswith("FAILED: DEADLINE_EXCEEDED: late")
+    assert lines[5] == f"  WARNING aggregate_90d: the Query RPC and raw SQL disagree: {slow.difference}"
