@@ -76,3 +76,7 @@ clean: ## Remove build outputs (keeps .data)
 bench: setup ## Benchmark throughput, latency and exactly-once on a fresh private stack (BENCH_SECONDS=30)
 	@command -v wrk >/dev/null || deploy/local/apt-install.sh wrk
 	@$(PY) -m bench
+
+.PHONY: bench-query
+bench-query: setup ## Benchmark query latency on a kept 10M-event data set against raw SQL (BENCH_QUERY_EVENTS=10000000)
+	@$(PY) -m bench.query

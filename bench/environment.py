@@ -86,10 +86,16 @@ def environment(
     edge_concurrency: int = 0,
     keep: bool,
     log: Callable[[str], None],
+    postgres_dir: Path | None = None,
+    with_edge: bool = True,
 ) -> Iterator[Environment]:
-    """Starts PostgreSQL (durable, as in production), NATS and all services; always tears them down."""
+    """Starts PostgreSQL (durable, as in production), NATS and all services; always tears them down.
+
+    postgres_dir keeps the cluster in a directory of the caller's (reused, never deleted) instead of
+    the run's temporary one.
+    """
     work_dir = Path(tempfile.mkdtemp(prefix="analytics-bench-"))
-    postgres = LocalPostgres(work_dir / "postgres", free_port(), durable=True)
+    postgres = LocalPostgres(postgres_dir or work_dir / "postgres", free_port(), durable=True)
     nats = LocalNats(work_dir / "nats", free_port())
     stack: ServiceStack | None = None
     try:
@@ -108,11 +114,11 @@ def environment(
             log_dir=work_dir / "logs",
             admin_token=secrets.token_urlsafe(32),
             extra_env=service_env,
-            with_edge=True,
+            with_edge=with_edge,
             edge_concurrency=edge_concurrency or None,
             **options,  # type: ignore[arg-type]
         )
-        log("starting auth, processor, ingest, query and the Envoy edge")
+        log("starting auth, processor, ingest, query" + (" and the Envoy edge" if with_edge else ""))
         stack.start(timeout_s=120)
         yield Environment(work_dir, postgres, nats, stack)
     finally:
@@ -143,5 +149,5 @@ def environment(
             log(f"kept {work_dir} (BENCH_KEEP)")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-        for error in errors:
-            log(f"teardown problem: {error}")
+        for problem in errors:
+            log(f"teardown problem: {problem}")
