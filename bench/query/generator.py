@@ -6,7 +6,8 @@ ingest would publish for them: every event is an ``analytics.v1.Event`` as a bro
 would send it (client event id and timestamp, page URL with ``utm_*`` on landing pages, referrer,
 title, ``user_id`` for identified visitors, properties on custom events), validated by ingest's
 ``validate_event`` and enriched by ingest's ``enrich`` (user agent → browser, OS, device and bot
-flag; referrer → channel; country; the visitor id from that UTC day's salt), then packed into
+flag; referrer → channel; country; the visitor id: for identified visitors from the site's identity
+secret, one id across days, for anonymous ones from that UTC day's salt), then packed into
 ``EventBatch`` messages in time order.
 
 The model:
@@ -23,8 +24,9 @@ The model:
   population picked with Zipf weights, so many return on several days; the others are anonymous
   (client address + user agent, so their id changes every UTC day, as ingest's salt does), some of
   them returning. A visitor's visits on one UTC day are more than 30 minutes apart, and no visit
-  crosses a UTC midnight (it would be cut by the day's new visitor id), so every generated visit
-  is exactly one session of the processor.
+  crosses a UTC midnight, so every generated visit is one session of the processor, except that an
+  identified user's last visit of a day and first visit of the next, when less than 30 minutes
+  apart, make one (their id no longer changes at midnight; units are generated day by day).
 - Bots (crawler user agents) make about 4 % of the events; they are stored and flagged.
 
 Event budgets are exact: the N events are split over sites and units (largest remainders), and a
@@ -274,6 +276,13 @@ def _site_countries(site: SiteSpec) -> list[float]:
 def salt(seed: int, day: date) -> bytes:
     """The data set's visitor salt of a UTC day (production salts are random and rotate daily)."""
     return hashlib.blake2b(f"bench-query-salt|{seed}|{day.isoformat()}".encode(), digest_size=32).digest()
+
+
+def identity_secret(seed: int, site_id: bytes) -> bytes:
+    """The data set's identity secret of a site (production: random, kept by auth, never rotated)."""
+    return hashlib.blake2b(
+        b"bench-query-identity|" + str(seed).encode() + b"|" + site_id, digest_size=32
+    ).digest()
 
 
 # --- time ------------------------------------------------------------------------------------------
@@ -682,6 +691,9 @@ class _SiteDay:
             enriched,
             RequestInfo(client_ip=who.client_ip, user_agent=who.user_agent, country=who.country, origin=""),
             salt(self.params.seed, received.date()),
+            {enriched.site_id: identity_secret(self.params.seed, enriched.site_id)}
+            if enriched.user_id
+            else {},
         )
         self.events.append((at_us, len(self.events), enriched))
         return enriched.visitor_id
