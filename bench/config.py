@@ -9,7 +9,8 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def _float(name: str, default: float, minimum: float = 0.0) -> float:
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    """A number from the environment, or the default; a bad or too small one ends the run."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -22,8 +23,8 @@ def _float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    return int(_float(name, default, minimum))
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    return int(env_float(name, default, minimum))
 
 
 def _pairs(name: str) -> dict[str, str]:
@@ -80,34 +81,34 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        seconds = _float("BENCH_SECONDS", 30.0, 1.0)
+        seconds = env_float("BENCH_SECONDS", 30.0, 1.0)
         skip = frozenset(s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip())
         unknown = skip - {"unary", "raw", "staging", "http", "latency", "floor"}
         if unknown:
             raise SystemExit(f"BENCH_SKIP: unknown phases {sorted(unknown)}")
         return cls(
             seconds=seconds,
-            warmup_seconds=_float("BENCH_WARMUP_SECONDS", min(3.0, seconds), 0.0),
-            unary_seconds=_float("BENCH_UNARY_SECONDS", min(10.0, seconds), 1.0),
-            raw_seconds=_float("BENCH_RAW_SECONDS", min(10.0, seconds), 1.0),
-            http_seconds=_float("BENCH_HTTP_SECONDS", min(15.0, seconds), 1.0),
-            latency_seconds=_float("BENCH_LATENCY_SECONDS", min(20.0, max(seconds, 5.0)), 1.0),
-            latency_warmup_seconds=_float("BENCH_LATENCY_WARMUP_SECONDS", 2.0, 0.0),
-            floor_seconds=_float("BENCH_FLOOR_SECONDS", min(10.0, max(seconds, 5.0)), 1.0),
-            http_rate=_float("BENCH_HTTP_RATE", 1000.0, 1.0),
-            batch_size=_int("BENCH_BATCH_SIZE", 1000),
-            visitors=_int("BENCH_VISITORS", 100_000),
-            batch_callers=_int("BENCH_BATCH_CALLERS", 8),
-            unary_callers=_int("BENCH_UNARY_CALLERS", 16),
-            wrk_threads=_int("BENCH_WRK_THREADS", 1),
-            wrk_connections=_int("BENCH_WRK_CONNECTIONS", 32),
-            latency_connections=_int("BENCH_LATENCY_CONNECTIONS", 64),
-            raw_batch_rows=_int("BENCH_RAW_BATCH_ROWS", 10_000),
-            progress_seconds=_float("BENCH_PROGRESS_SECONDS", 3.0, 0.5),
-            drain_timeout_seconds=_float("BENCH_DRAIN_TIMEOUT_SECONDS", 180.0, 5.0),
+            warmup_seconds=env_float("BENCH_WARMUP_SECONDS", min(3.0, seconds), 0.0),
+            unary_seconds=env_float("BENCH_UNARY_SECONDS", min(10.0, seconds), 1.0),
+            raw_seconds=env_float("BENCH_RAW_SECONDS", min(10.0, seconds), 1.0),
+            http_seconds=env_float("BENCH_HTTP_SECONDS", min(15.0, seconds), 1.0),
+            latency_seconds=env_float("BENCH_LATENCY_SECONDS", min(20.0, max(seconds, 5.0)), 1.0),
+            latency_warmup_seconds=env_float("BENCH_LATENCY_WARMUP_SECONDS", 2.0, 0.0),
+            floor_seconds=env_float("BENCH_FLOOR_SECONDS", min(10.0, max(seconds, 5.0)), 1.0),
+            http_rate=env_float("BENCH_HTTP_RATE", 1000.0, 1.0),
+            batch_size=env_int("BENCH_BATCH_SIZE", 1000),
+            visitors=env_int("BENCH_VISITORS", 100_000),
+            batch_callers=env_int("BENCH_BATCH_CALLERS", 8),
+            unary_callers=env_int("BENCH_UNARY_CALLERS", 16),
+            wrk_threads=env_int("BENCH_WRK_THREADS", 1),
+            wrk_connections=env_int("BENCH_WRK_CONNECTIONS", 32),
+            latency_connections=env_int("BENCH_LATENCY_CONNECTIONS", 64),
+            raw_batch_rows=env_int("BENCH_RAW_BATCH_ROWS", 10_000),
+            progress_seconds=env_float("BENCH_PROGRESS_SECONDS", 3.0, 0.5),
+            drain_timeout_seconds=env_float("BENCH_DRAIN_TIMEOUT_SECONDS", 180.0, 5.0),
             service_env=_pairs("BENCH_SERVICE_ENV"),
             replicas=_replicas("BENCH_REPLICAS"),
-            edge_concurrency=_int("BENCH_EDGE_CONCURRENCY", 0, 0),
+            edge_concurrency=env_int("BENCH_EDGE_CONCURRENCY", 0, 0),
             pyspy=os.environ.get("BENCH_PYSPY", "").strip(),
             keep=os.environ.get("BENCH_KEEP", "") not in ("", "0"),
             skip=skip,

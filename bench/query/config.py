@@ -7,36 +7,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from bench.config import RESULTS_DIR
+from bench.config import RESULTS_DIR, env_float, env_int
 from bench.query.generator import Params
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip().replace("_", "")
-    if not raw:
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 def _date(name: str, default: date) -> date:
@@ -73,10 +47,10 @@ class Settings:
     def from_env(cls) -> Settings:
         defaults = Params()
         params = Params(
-            events=_int("BENCH_QUERY_EVENTS", defaults.events, 1000),
-            days=_int("BENCH_QUERY_DAYS", defaults.days, 1),
+            events=env_int("BENCH_QUERY_EVENTS", defaults.events, 1000),
+            days=env_int("BENCH_QUERY_DAYS", defaults.days, 1),
             end=_date("BENCH_QUERY_END", defaults.end),
-            seed=_int("BENCH_QUERY_SEED", defaults.seed, 0),
+            seed=env_int("BENCH_QUERY_SEED", defaults.seed, 0),
         )
         data_dir = os.environ.get("BENCH_QUERY_DATA_DIR", "").strip()
         only = frozenset(n.strip() for n in os.environ.get("BENCH_QUERY_ONLY", "").split(",") if n.strip())
@@ -85,14 +59,14 @@ class Settings:
             data_dir=Path(data_dir).absolute() if data_dir else REPO / ".data" / "bench-query",
             results=RESULTS_DIR / "query.json",
             reseed=_flag("BENCH_QUERY_RESEED"),
-            repetitions=_int("BENCH_QUERY_REPETITIONS", 20, 1),
-            warmup=_int("BENCH_QUERY_WARMUP", 2, 0),
-            raw_repetitions=_int("BENCH_QUERY_RAW_REPETITIONS", 5, 1),
-            raw_warmup=_int("BENCH_QUERY_RAW_WARMUP", 1, 0),
-            budget_seconds=_float("BENCH_QUERY_BUDGET_SECONDS", 60.0, 0.0),
-            batch_size=_int("BENCH_QUERY_BATCH", 5000, 1),
-            workers=_int("BENCH_QUERY_WORKERS", 2, 1),
-            progress_seconds=_float("BENCH_QUERY_PROGRESS_SECONDS", 3.0, 0.5),
+            repetitions=env_int("BENCH_QUERY_REPETITIONS", 20, 1),
+            warmup=env_int("BENCH_QUERY_WARMUP", 2, 0),
+            raw_repetitions=env_int("BENCH_QUERY_RAW_REPETITIONS", 5, 1),
+            raw_warmup=env_int("BENCH_QUERY_RAW_WARMUP", 1, 0),
+            budget_seconds=env_float("BENCH_QUERY_BUDGET_SECONDS", 60.0, 0.0),
+            batch_size=env_int("BENCH_QUERY_BATCH", 5000, 1),
+            workers=env_int("BENCH_QUERY_WORKERS", 2, 1),
+            progress_seconds=env_float("BENCH_QUERY_PROGRESS_SECONDS", 3.0, 0.5),
             only=only,
         )
 
