@@ -10,7 +10,6 @@ when they start in it, bots and events without a visitor id never.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,6 +20,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from analytics.v1 import query_pb2
+
+# The service's rounding and change rules: both sides of a comparison must round alike.
+from query_service.metrics import change, rounded
 
 ALL_METRICS = (
     "visitors",
@@ -101,13 +103,6 @@ class BenchQuery:
 # --- values as the API documents them --------------------------------------------------------------
 
 
-def rounded(value: Fraction, places: int = 0) -> float:
-    """Half away from zero on the exact value."""
-    scale = 10**places
-    magnitude = math.floor(abs(value) * scale + Fraction(1, 2))
-    return math.copysign(magnitude / scale, value) if magnitude else 0.0
-
-
 @dataclass(frozen=True)
 class Counts:
     visitors: int = 0
@@ -134,15 +129,6 @@ class Counts:
 
     def values(self, metrics: Sequence[str]) -> Metrics:
         return tuple(self.value(m) for m in metrics)
-
-
-def change(metric: str, old: float, new: float, *, old_visits: int) -> float | None:
-    """Percent change, whole; bounce_rate: the difference in points, None without earlier visits."""
-    if metric == "bounce_rate":
-        return None if old_visits == 0 else rounded(Fraction(new) - Fraction(old))
-    if old == 0:
-        return 100.0 if new > 0 else 0.0
-    return rounded((Fraction(new) - Fraction(old)) / Fraction(old) * 100)
 
 
 # --- the typed requests ----------------------------------------------------------------------------
