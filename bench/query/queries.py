@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from fractions import Fraction
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,8 @@ import psycopg
 from analytics.v1 import query_pb2
 
 # The service's rounding and change rules: both sides of a comparison must round alike.
-from query_service.metrics import change, rounded
+from query_service.metrics import change, value
+from query_service.reports.stats import Raw
 
 ALL_METRICS = (
     "visitors",
@@ -103,32 +104,8 @@ class BenchQuery:
 # --- values as the API documents them --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Counts:
-    visitors: int = 0
-    pageviews: int = 0
-    events: int = 0
-    visits: int = 0
-    bounces: int = 0
-    visit_pageviews: int = 0
-    duration: Fraction = Fraction(0)
-
-    def value(self, metric: str) -> float:
-        def per_visit(numerator: Fraction | int) -> Fraction:
-            return Fraction(numerator) / self.visits if self.visits else Fraction(0)
-
-        if metric in ("visitors", "pageviews", "events", "visits"):
-            return float(getattr(self, metric))
-        if metric == "bounce_rate":
-            return rounded(per_visit(100 * self.bounces))
-        if metric == "visit_duration":
-            return rounded(per_visit(self.duration))
-        if metric == "views_per_visit":
-            return rounded(per_visit(self.visit_pageviews), 2)
-        raise ValueError(metric)
-
-    def values(self, metrics: Sequence[str]) -> Metrics:
-        return tuple(self.value(m) for m in metrics)
+def _values(counts: Raw, metrics: Sequence[str]) -> Metrics:
+    return tuple(value(metric, counts, 0) for metric in metrics)
 
 
 # --- the typed requests ----------------------------------------------------------------------------
@@ -210,7 +187,7 @@ SELECT ev.visitors, ev.pageviews, ev.events, vi.visits, vi.bounces, vi.visit_pag
 
 def _aggregate_counts(
     ctx: Context, window: Window, *, event_join: str = "", event_filter: str = "", visit_filter: str = ""
-) -> Counts:
+) -> Raw:
     statement = _AGGREGATE.format(
         event_join=event_join,
         events_in_range=_EVENTS_IN_RANGE,
@@ -228,20 +205,20 @@ def _aggregate_counts(
     row = ctx.conn.execute(statement, params).fetchone()
     assert row is not None
     visitors, pageviews, events, visits, bounces, visit_pageviews, duration = row
-    return Counts(
+    return Raw(
         int(visitors),
         int(pageviews),
         int(events),
         int(visits),
         int(bounces),
         int(visit_pageviews),
-        Fraction(duration),
+        Decimal(duration),
     )
 
 
 def _aggregate(days: int) -> Callable[[Context], list[Row]]:
     def run(ctx: Context) -> list[Row]:
-        return [Row((), _aggregate_counts(ctx, ctx.last_days(days)).values(ALL_METRICS))]
+        return [Row((), _values(_aggregate_counts(ctx, ctx.last_days(days)), ALL_METRICS))]
 
     return run
 
@@ -254,7 +231,7 @@ def _filter_country(ctx: Context) -> list[Row]:
         event_filter="AND s.country = %(country)s",
         visit_filter="AND s.country = %(country)s",
     )
-    return [Row((), counts.values(ALL_METRICS))]
+    return [Row((), _values(counts, ALL_METRICS))]
 
 
 def _filter_page(ctx: Context) -> list[Row]:
@@ -268,14 +245,14 @@ def _filter_page(ctx: Context) -> list[Row]:
                                       AND e.time BETWEEN s.started_at AND s.ended_at AND e.time < %(end)s
                                       AND NOT e.is_bot AND strpos(e.path, %(part)s) > 0)""",
     )
-    return [Row((), counts.values(ALL_METRICS))]
+    return [Row((), _values(counts, ALL_METRICS))]
 
 
 def _comparison(ctx: Context) -> list[Row]:
     current = ctx.last_days(30)
     now = _aggregate_counts(ctx, current)
     before = _aggregate_counts(ctx, current.previous(ctx.zone))
-    new, old = now.values(ALL_METRICS), before.values(ALL_METRICS)
+    new, old = _values(now, ALL_METRICS), _values(before, ALL_METRICS)
     changes = tuple(
         change(metric, o, n, old_visits=before.visits)
         for metric, o, n in zip(ALL_METRICS, old, new, strict=True)
@@ -320,8 +297,8 @@ def _timeseries(ctx: Context) -> list[Row]:
     for day in window.days():  # every day of the range, empty ones as zeros
         visitors, pageviews = events.get(day, (0, 0))
         count, bounces = visits.get(day, (0, 0))
-        counts = Counts(visitors=visitors, pageviews=pageviews, visits=count, bounces=bounces)
-        rows.append(Row((day,), counts.values(SERIES_METRICS)))
+        counts = Raw(visitors=visitors, pageviews=pageviews, visits=count, bounces=bounces)
+        rows.append(Row((day,), _values(counts, SERIES_METRICS)))
     return rows
 
 

@@ -34,8 +34,9 @@ from bench import report
 from bench.query import generator, seed
 from bench.query.generator import SITES, Params, Summary
 from bench.query.measure import Measurement, _runs, measure, percentile
-from bench.query.queries import NAMES, QUERIES, Context, rounded
+from bench.query.queries import NAMES, QUERIES, Context
 from bench.query.run import document, table
+from query_service.metrics import rounded
 from query_service.servicer import QueryServicer
 from query_service.snapshot import DatabaseHealth, Snapshots
 
