@@ -23,6 +23,9 @@ Per batch, whatever its size, the writer runs:
    the sessions they absorbed: the one with the same start is updated, the others deleted, a new
    start is inserted (rows never move between chunks).
 
+Both statements also return the earliest start of a visit they changed (continuous aggregates
+refresh from there when it lies below their invalidation threshold: processor_service.rollups).
+
 Every look-up is bounded below by ``min(new time) - gap - session_bounds.max_span``: a session that
 can absorb an event at t ends at or after t - gap, so it starts no earlier than that. The writer
 reads the bound between LOCK and FAST and passes it, rounded down to its chunk's start, as a
@@ -46,7 +49,7 @@ SESSION_GAP = timedelta(minutes=30)
 # Advisory-lock buckets: bounded lock-table use per transaction whatever the batch size.
 LOCK_BUCKETS = 256
 # First key of the writer's two-key advisory locks, apart from other users of advisory locks.
-_LOCK_CLASS = 0x5E55_0000
+LOCK_CLASS = 0x5E55_0000
 
 INPUT_TABLE = "session_input"
 SLOW_TABLE = "session_slow"
@@ -65,7 +68,7 @@ TEMP_TABLES = (
 )
 
 LOCK = f"""
-SELECT count(pg_advisory_xact_lock({_LOCK_CLASS}, bucket))
+SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, bucket))
   FROM (SELECT DISTINCT abs(hashtextextended(site_id::text, visitor_id) %% %(buckets)s)::int AS bucket
           FROM {INPUT_TABLE}
          ORDER BY 1) AS buckets
@@ -121,7 +124,7 @@ def _session_values(start: str, end: str) -> str:
     )
 
 
-def _near_sessions(visitor: str) -> str:
+def near_sessions(visitor: str) -> str:
     """The stored sessions an aggregate row (site_id, visitor_id, lo, hi) of new events can touch:
     ending at most ``gap`` before its first event, starting at most ``gap`` after its last. The
     fast path's routing and the slow path's merge must use the same window."""
@@ -146,7 +149,7 @@ near AS (
     SELECT n.site_id, n.visitor_id, count(*) AS sessions,
            max(s.started_at) AS started_at, max(s.ended_at) AS ended_at
       FROM news n
-{_near_sessions("n")}
+{near_sessions("n")}
      GROUP BY n.site_id, n.visitor_id
 ),
 plan AS MATERIALIZED (
@@ -173,12 +176,12 @@ extended AS (
      WHERE p.route = 'extend'
        AND s.site_id = p.site_id AND s.visitor_id = p.visitor_id AND s.started_at = p.old_start
        AND s.started_at >= %(lower)s
-    RETURNING s.ended_at - s.started_at AS span
+    RETURNING s.started_at, s.ended_at - s.started_at AS span
 ),
 created AS (
     INSERT INTO analytics.sessions ({_SESSION_COLUMNS})
     SELECT {_session_values("lo", "hi")} FROM plan WHERE route = 'new'
-    RETURNING ended_at - started_at AS span
+    RETURNING started_at, ended_at - started_at AS span
 ),
 slow AS (
     INSERT INTO {SLOW_TABLE} (site_id, visitor_id)
@@ -191,7 +194,9 @@ widened AS (
       FROM (SELECT max(span) AS span FROM (SELECT span FROM extended UNION ALL SELECT span FROM created) x) w
      WHERE w.span > b.max_span
 )
-SELECT (SELECT count(*) FROM extended), (SELECT count(*) FROM created), (SELECT count(*) FROM slow)
+SELECT (SELECT count(*) FROM extended), (SELECT count(*) FROM created), (SELECT count(*) FROM slow),
+       (SELECT min(started_at)
+          FROM (SELECT started_at FROM extended UNION ALL SELECT started_at FROM created) changed)
 """  # noqa: S608 - constants only
 
 SLOW = f"""
@@ -208,7 +213,7 @@ items AS (
            ROW(s.exit_at, s.exit_event_id, s.exit_path)::analytics.session_mark AS exit,
            s.entry_at IS NOT NULL AS has_pageview, s.pageviews, s.events, s.started_at AS old_start
       FROM visitors v
-{_near_sessions("v")}
+{near_sessions("v")}
     UNION ALL
     SELECT site_id, visitor_id, time, event_id, time, {_HEAD_ROW}, {_MARK_ROW}, {_MARK_ROW},
            kind = 1, (kind = 1)::int, 1, NULL
@@ -278,7 +283,8 @@ widened AS (
       FROM (SELECT max(ended_at - started_at) AS span FROM merged) w
      WHERE w.span > b.max_span
 )
-SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted), (SELECT count(*) FROM deleted)
+SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted), (SELECT count(*) FROM deleted),
+       (SELECT min(started_at) FROM merged)
 """  # noqa: S608 - constants only
 
 # The definition applied from scratch to the sites' events: what the incremental path must equal.

@@ -24,6 +24,7 @@ from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
+from processor_service import rollups
 from processor_service.sessions import (
     BOUND,
     CHUNK_INTERVAL,
@@ -150,7 +151,7 @@ _EXACT_AFTER_CONFLICT = 8
 # batch without a separate TRUNCATE round trip.
 _TEMP_TABLES = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS) "
-    f"ON COMMIT DELETE ROWS; {TEMP_TABLES}"
+    f"ON COMMIT DELETE ROWS; {TEMP_TABLES}; {rollups.TEMP_TABLES}"
 )
 
 Row = tuple[object, ...]
@@ -297,6 +298,17 @@ class WriteResult:
     inserted: int = 0
     sessions: SessionCounts = field(default_factory=SessionCounts)
     sites: dict[uuid.UUID, SiteActivity] = field(default_factory=dict)
+    # The earliest start of a visit the transaction changed (None: none changed).
+    visits_from: datetime | None = None
+    # Continuous aggregates refreshed after the commit because it changed their materialized part.
+    refreshed: list[str] = field(default_factory=list)
+
+    def touched(self) -> rollups.Touched | None:
+        starts = [a.first_at for a in self.sites.values() if a.first_at is not None]
+        ends = [a.last_at for a in self.sites.values() if a.last_at is not None]
+        if not starts or not ends:
+            return None
+        return rollups.Touched(min(starts), max(ends), self.visits_from)
 
 
 class EventWriter:
@@ -317,6 +329,8 @@ class EventWriter:
         self._lock_buckets = lock_buckets
         self._connection_timeout_s = connection_timeout_s
         self._exact_batches = 0
+        # How the report rollups are kept (migration 0006), read on the first write.
+        self._rollups: rollups.Mode | None = None
         # analytics.sessions' chunk interval, read once (a later change only costs speed: any bound
         # below the exact one is correct); timedelta(0) when it is not a fixed interval.
         self._session_chunk: timedelta | None = None
@@ -331,6 +345,8 @@ class EventWriter:
             async with conn.transaction():
                 if conn not in self._prepared:
                     await conn.execute(_TEMP_TABLES)
+                if self._rollups is None:
+                    self._rollups = await rollups.detect(conn)
                 async with conn.cursor() as cur:
                     use_wire_format(cur.adapters)
                     async with cur.copy(_COPY) as copy:
@@ -350,9 +366,27 @@ class EventWriter:
                             activity.add(kind, path, count, first_at=first_at, last_at=last_at)
                             feed += visitors
                     if self._sessions and feed:
-                        await self._sessionize(cur, result.sessions)
+                        await self._sessionize(cur, result)
             self._prepared.add(conn)
+            touched = result.touched() if self._rollups is rollups.Mode.CONTINUOUS else None
+            if touched is not None:
+                await self._refresh_late(conn, touched, result)
         return result
+
+    @staticmethod
+    async def _refresh_late(
+        conn: AsyncConnection[Any], touched: rollups.Touched, result: WriteResult
+    ) -> None:
+        """After the commit: the batch is stored whatever happens here. A failed refresh leaves the
+        buckets to the next policy run (TimescaleDB's invalidation log has them)."""
+        try:
+            await conn.set_autocommit(True)
+            try:
+                result.refreshed = await rollups.refresh_late(conn, touched)
+            finally:
+                await conn.set_autocommit(False)
+        except psycopg.Error as error:
+            log.warning("refreshing continuous aggregates after a late change failed", error=str(error))
 
     @staticmethod
     async def _analyze_fresh_chunks(cur: AsyncCursor[Any]) -> None:
@@ -390,17 +424,28 @@ class EventWriter:
             return None
         return {"gap": self._session_gap, "lower": chunk_start(bound[0], self._session_chunk)}
 
-    async def _sessionize(self, cur: AsyncCursor[Any], counts: SessionCounts) -> None:
+    async def _sessionize(self, cur: AsyncCursor[Any], result: WriteResult) -> None:
+        counts = result.sessions
         await cur.execute(LOCK, {"buckets": self._lock_buckets})
         params = await self.session_params(cur)
         if params is None:
             return
+        tables = self._rollups is rollups.Mode.TABLES
+        if tables:
+            await rollups.snapshot(cur, params, -1)
         await cur.execute(FAST, params)
         row = await cur.fetchone()
+        starts: list[datetime] = []
         if row is not None:
-            counts.extended, counts.created, counts.slow_visitors = row
+            counts.extended, counts.created, counts.slow_visitors = row[:3]
+            starts += [row[3]] if row[3] is not None else []
         if counts.slow_visitors:
             await cur.execute(SLOW, params)
             row = await cur.fetchone()
             if row is not None:
-                counts.updated, counts.inserted, counts.deleted = row
+                counts.updated, counts.inserted, counts.deleted = row[:3]
+                starts += [row[3]] if row[3] is not None else []
+        result.visits_from = min(starts) if starts else None
+        if tables:
+            await rollups.snapshot(cur, params, 1)
+            await rollups.apply(cur)
