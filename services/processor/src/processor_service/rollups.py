@@ -125,7 +125,8 @@ class Touched:
 _THRESHOLDS = """
 SELECT ca.user_view_name, _timescaledb_functions.to_timestamp(it.watermark)
   FROM _timescaledb_catalog.continuous_agg ca
-  JOIN _timescaledb_catalog.continuous_aggs_invalidation_threshold it ON it.hypertable_id = ca.raw_hypertable_id
+  JOIN _timescaledb_catalog.continuous_aggs_invalidation_threshold it
+    ON it.hypertable_id = ca.raw_hypertable_id
  WHERE ca.user_view_schema = 'analytics' AND ca.user_view_name = ANY (%(names)s)
 """
 

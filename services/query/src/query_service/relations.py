@@ -1,8 +1,7 @@
 """The processor's relations this service reads: its contract, named in this module only.
 
-Schema ``analytics`` belongs to the processor (migrations in processor_service/migrations). When
-the processor adds rollups or continuous aggregates, their names join this list and the reports
-switch relation here and in their own SQL, nowhere else.
+Schema ``analytics`` belongs to the processor (migrations in processor_service/migrations); the
+reports name its relations through this module only.
 """
 
 from __future__ import annotations
@@ -17,7 +16,15 @@ SESSIONS = sql.Identifier(SCHEMA, "sessions")
 # The longest span (ended_at - started_at) of any stored session: bounds the look-up of the visit
 # an event belongs to.
 SESSION_BOUNDS = sql.Identifier(SCHEMA, "session_bounds")
+# Rollups (processor migration 0006; continuous aggregates or tables, the same columns either way):
+# page views and events per 15-minute UTC bucket (site_id, bucket, pageviews, events)…
+EVENT_COUNTS = sql.Identifier(SCHEMA, "event_counts_15m")
+# …visits by the 15-minute bucket they start in (site_id, bucket, visits, bounces, visit_pageviews,
+# duration: an interval summed over the visits)…
+VISIT_COUNTS = sql.Identifier(SCHEMA, "visit_counts_15m")
+# …and one row per visitor and UTC day with events (site_id, day, visitor_id, first_at, last_at).
+VISITOR_DAYS = sql.Identifier(SCHEMA, "visitor_days")
 # The processor's migration version that created what is named above.
-REQUIRED_VERSION = 2
+REQUIRED_VERSION = 6
 
 PAGEVIEW_KIND = 1

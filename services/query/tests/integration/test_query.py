@@ -509,7 +509,9 @@ async def test_a_statement_past_its_time_is_deadline_exceeded(query_stack: Query
     async with query_stack.other_query_server(statement_timeout_ms=300) as impatient:
         # Another transaction holds the table, so the statement waits until PostgreSQL cancels it.
         async with query_stack.pool.connection() as blocker, blocker.transaction():
-            await blocker.execute("LOCK TABLE analytics.sessions IN ACCESS EXCLUSIVE MODE")
+            await blocker.execute(
+                "LOCK TABLE analytics.sessions, analytics.visit_counts_15m IN ACCESS EXCLUSIVE MODE"
+            )
             started = datetime.now(UTC)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await impatient.Query(question, metadata=ADMIN_MD, timeout=30)

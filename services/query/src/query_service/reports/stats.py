@@ -19,11 +19,11 @@ from psycopg import AsyncConnection, sql
 
 from query_service import relations
 from query_service.filters import Params, Scope, compile_filter, needs_head, uses
+from query_service.reports import grouping, rollups
 from query_service.spec import (
     EVENT_METRICS,
     PERCENTAGE,
     VISIT_METRICS,
-    Bucket,
     StatsQuery,
     TimeRange,
     is_event_dimension,
@@ -31,13 +31,6 @@ from query_service.spec import (
     is_visit_dimension,
 )
 
-_BUCKET_FORMAT = {
-    "hour": "YYYY-MM-DD HH24:00:00",
-    "day": "YYYY-MM-DD",
-    "week": "YYYY-MM-DD",
-    "month": "YYYY-MM-DD",
-}
-_RAW_COLUMNS = ("visitors", "pageviews", "events", "visits", "bounces", "visit_pageviews", "duration")
 _EVENT_COLUMNS = ("visitors", "pageviews", "events")
 _VISIT_COLUMNS = ("visits", "bounces", "visit_pageviews", "duration")
 
@@ -100,19 +93,12 @@ def _plan(query: StatsQuery) -> _Plan:
     )
 
 
-def _bucket(column: sql.Composable, bucket: Bucket, timezone: sql.Composable) -> sql.Composable:
-    trunc = "hour" if bucket == "hour" else bucket
-    return sql.SQL("to_char(date_trunc({}, {} AT TIME ZONE {}), {})").format(
-        sql.Literal(trunc), column, timezone, sql.Literal(_BUCKET_FORMAT[bucket])
-    )
-
-
 def _dimension(
     name: str, scope: Scope, time_column: sql.Composable, query: StatsQuery, plan: _Plan
 ) -> sql.Composable:
     if is_time_dimension(name):
         assert query.bucket is not None
-        return _bucket(time_column, query.bucket, sql.Placeholder("tz"))
+        return grouping.bucket_label(time_column, query.bucket, sql.Placeholder("tz"))
     return scope.expression(name, plan.params)
 
 
@@ -176,50 +162,11 @@ def _visits_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]
     return sql.Composed(parts), scope
 
 
-def _names(count: int) -> list[sql.Identifier]:
-    return [sql.Identifier(f"d{i}") for i in range(count)]
-
-
-def _order(query: StatsQuery) -> sql.Composable:
-    keys: list[sql.Composable] = []
-    used: set[str] = set()
-    for key in query.order_by:
-        direction = sql.SQL("DESC" if key.direction == "desc" else "ASC")
-        if key.field in query.dimensions:
-            index = query.dimensions.index(key.field)
-            keys.append(sql.SQL('{} COLLATE "C" {}').format(sql.Identifier(f"d{index}"), direction))
-            used.add(key.field)
-        else:
-            keys.append(sql.SQL("{} {}").format(_exact(key.field), direction))
-    for index, name in enumerate(query.dimensions):
-        if name not in used:
-            keys.append(sql.SQL('{} COLLATE "C" ASC').format(sql.Identifier(f"d{index}")))
-    if not keys:
-        return sql.SQL("")
-    return sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(keys))
-
-
-def _exact(metric: str) -> sql.Composable:
-    """A metric's exact value, for sorting (the answer rounds it)."""
-    if metric in ("visitors", "pageviews", "events", "visits"):
-        return sql.Identifier(metric)
-    if metric == PERCENTAGE:
-        return sql.Identifier("visitors")
-    numerator = {
-        "bounce_rate": "bounces",
-        "visit_duration": "duration",
-        "views_per_visit": "visit_pageviews",
-    }[metric]
-    return sql.SQL("(CASE WHEN visits = 0 THEN 0 ELSE {}::numeric / visits END)").format(
-        sql.Identifier(numerator)
-    )
-
-
 def _grouped_sql(
     query: StatsQuery, plan: _Plan, labels: list[str] | None, paginate: bool, *, count_only: bool = False
 ) -> sql.Composed:
     count = len(query.dimensions)
-    names = _names(count)
+    names = grouping.dimension_names(count)
     ctes: list[sql.Composable] = []
     if plan.event_side:
         source, scope = _events_from(plan, query)
@@ -256,7 +203,7 @@ def _grouped_sql(
         ctes.append(sql.SQL("ss AS (SELECT {} {}{})").format(sql.SQL(", ").join(select), source, group))
 
     columns: list[sql.Composable] = list(names)
-    for column in _RAW_COLUMNS:
+    for column in grouping.RAW_COLUMNS:
         if plan.event_side and (column in _EVENT_COLUMNS or (column == "visits" and not plan.visit_side)):
             columns.append(sql.SQL("coalesce(ev.{c}, 0) AS {c}").format(c=sql.Identifier(column)))
         elif plan.visit_side and column in _VISIT_COLUMNS:
@@ -272,28 +219,7 @@ def _grouped_sql(
     else:
         join = sql.SQL("ev" if plan.event_side else "ss")
     ctes.append(sql.SQL("grouped AS (SELECT {} FROM {})").format(sql.SQL(", ").join(columns), join))
-    source_name = sql.SQL("grouped")
-    if labels is not None:
-        # Every bucket of the range, with zeros where nothing happened.
-        filled: list[sql.Composable] = [sql.SQL("coalesce(g.d0, l.label) AS d0")]
-        filled += [sql.SQL("coalesce(g.{c}, 0) AS {c}").format(c=sql.Identifier(c)) for c in _RAW_COLUMNS]
-        ctes.append(
-            sql.SQL(
-                "filled AS (SELECT {} FROM grouped g"
-                " FULL JOIN unnest(%(labels)s::text[]) AS l(label) ON g.d0 = l.label)"
-            ).format(sql.SQL(", ").join(filled))
-        )
-        source_name = sql.SQL("filled")
-    if count_only:
-        return sql.SQL("WITH {} SELECT count(*) FROM {}").format(sql.SQL(", ").join(ctes), source_name)
-    page = sql.SQL(" LIMIT %(limit)s OFFSET %(offset)s") if paginate else sql.SQL("")
-    return sql.SQL("WITH {} SELECT {}, count(*) OVER () AS total_rows FROM {}{}{}").format(
-        sql.SQL(", ").join(ctes),
-        sql.SQL(", ").join([*names, *(sql.Identifier(c) for c in _RAW_COLUMNS)]),
-        source_name,
-        _order(query),
-        page,
-    )
+    return grouping.finish(query, ctes, labels, paginate, count_only=count_only)
 
 
 def _base_params(query: StatsQuery, span: TimeRange, max_span: timedelta) -> dict[str, object]:
@@ -317,12 +243,19 @@ async def grouped(
     labels: list[str] | None = None,
     paginate: bool = True,
 ) -> Groups:
-    """The groups of the query over ``span`` (its range or a comparison's), sorted and paged."""
-    plan = _plan(query)
-    statement = _grouped_sql(query, plan, labels, paginate)
-    params = {**_base_params(query, span, max_span), **plan.params.values}
+    """The groups of the query over ``span`` (its range or a comparison's), sorted and paged:
+    from the rollups when they can answer it exactly (reports.rollups), else from raw rows."""
+    params = {**_base_params(query, span, max_span)}
     if labels is not None:
         params["labels"] = labels
+    plan = _plan(query)
+    from_rollups = rollups.statement(query, span, labels, paginate)
+    if from_rollups is not None:
+        statement, extra = from_rollups
+        params.update(extra)
+    else:
+        statement = _grouped_sql(query, plan, labels, paginate)
+        params.update(plan.params.values)
     cur = await conn.execute(statement, params)
     rows = await cur.fetchall()
     count = len(query.dimensions)
@@ -332,9 +265,15 @@ async def grouped(
     if not paginate or query.offset == 0:
         return Groups(groups, 0)
     # The offset is past the last row: count the rows on their own.
-    plan = _plan(query)
-    statement = _grouped_sql(query, plan, labels, paginate, count_only=True)
-    params = {**_base_params(query, span, max_span), **plan.params.values, "labels": labels}
+    if from_rollups is not None:
+        counted = rollups.statement(query, span, labels, paginate, count_only=True)
+        assert counted is not None
+        statement = counted[0]
+    else:
+        plan = _plan(query)  # compiling the filter again names its parameters afresh
+        statement = _grouped_sql(query, plan, labels, paginate, count_only=True)
+        params.update(plan.params.values)
+    params["labels"] = labels
     cur = await conn.execute(statement, params)
     total = await cur.fetchone()
     return Groups(groups, int(total[0]) if total else 0)
