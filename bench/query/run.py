@@ -110,7 +110,7 @@ def _seed_data_set(settings: Settings, database_url: str, auth: str, admin_token
     )
     say(
         f"stored {result.events:,} events in {result.seconds:,.1f} s "
-        f"({result.events / result.seconds:,.0f}/s); VACUUM ANALYZE of the events and sessions"
+        f"({result.events / result.seconds:,.0f}/s); VACUUM ANALYZE of the events, sessions and rollups"
     )
     started = time.monotonic()
     events, sessions = seed.settle(database_url)

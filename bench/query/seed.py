@@ -217,6 +217,8 @@ def settle(database_url: str) -> tuple[int, int]:
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
         conn.execute("VACUUM (ANALYZE) analytics.events")
         conn.execute("VACUUM (ANALYZE) analytics.sessions")
+        for rollup in ("event_counts_15m", "visit_counts_15m", "visitor_days"):
+            conn.execute(f"VACUUM (ANALYZE) analytics.{rollup}")
         events = conn.execute("SELECT count(*) FROM analytics.events").fetchone()
         sessions = conn.execute("SELECT count(*) FROM analytics.sessions").fetchone()
     return int(events[0]) if events else 0, int(sessions[0]) if sessions else 0

@@ -84,6 +84,7 @@ async def rebuild(
                 "the analytics schema has no rollups yet: start the processor once to migrate it"
             )
         out.write(f"rebuild: {days} days from {first} to {last} ({mode.value})\n")
+        seen: set[uuid.UUID] = set(sites or ())
         for index in range(days):
             day = first + timedelta(days=index)
             at = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -92,8 +93,12 @@ async def rebuild(
                 cur = await conn.execute(_SITES, {"start": at, "end": at + rollups.DAY})
                 chosen = [row[0] for row in await cur.fetchall()]
                 await conn.commit()
+            seen.update(chosen)
             await rollups.rebuild_day(conn, mode, chosen, at)
             _progress(out, index + 1, days, day, started)
+        begin = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        fixed = await rollups.fix_later(conn, sorted(seen), begin)
+        out.write(f"rebuild: visitors' earlier days brought up to date on {fixed} later rows\n")
     return days
 
 

@@ -36,6 +36,8 @@ EVENT_COUNTS = "event_counts_15m"
 VISIT_COUNTS = "visit_counts_15m"
 VISITOR_DAYS = "visitor_days"
 RELATIONS = (EVENT_COUNTS, VISIT_COUNTS, VISITOR_DAYS)
+# Continuous aggregates in the TSL edition; visitor_days is a table the writer keeps in both.
+AGGREGATES = (EVENT_COUNTS, VISIT_COUNTS)
 BUCKET = timedelta(minutes=15)
 DAY = timedelta(days=1)
 
@@ -53,7 +55,7 @@ class Mode(enum.Enum):
 
 
 _MODE = """
-SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('analytics.visitor_days')
+SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('analytics.event_counts_15m')
 """
 
 
@@ -77,13 +79,44 @@ SELECT s.site_id, time_bucket(INTERVAL '15 minutes', s.started_at), %(sign)s,
 {near_sessions("v")}
 """  # noqa: S608 - constants only
 
-APPLY = f"""
-INSERT INTO analytics.{VISITOR_DAYS} AS t (site_id, day, visitor_id, first_at, last_at)
-SELECT site_id, time_bucket(INTERVAL '1 day', time), visitor_id, min(time), max(time)
-  FROM {INPUT_TABLE} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+# A visitor's days: each row's first and last event, and prev_last_at, the latest event of the
+# visitor's earlier days. New rows take it from the stored earlier days and from the batch's own;
+# rows of later days then take the batch's last events where they are later (a late event).
+# Only the batch's visitors are touched, and the sessionizer's locks keep other writers off them.
+VISITOR_DAYS_UPSERT = f"""
+WITH days AS (
+    SELECT site_id, time_bucket(INTERVAL '1 day', time) AS day, visitor_id, min(time) AS first_at,
+           max(time) AS last_at
+      FROM {INPUT_TABLE} GROUP BY 1, 2, 3
+)
+INSERT INTO analytics.{VISITOR_DAYS} AS t (site_id, day, visitor_id, first_at, last_at, prev_last_at)
+SELECT d.site_id, d.day, d.visitor_id, d.first_at, d.last_at,
+       greatest(
+           (SELECT p.last_at FROM analytics.{VISITOR_DAYS} p
+             WHERE p.site_id = d.site_id AND p.visitor_id = d.visitor_id AND p.day < d.day
+             ORDER BY p.day DESC LIMIT 1),
+           max(d.last_at) OVER (PARTITION BY d.site_id, d.visitor_id ORDER BY d.day
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))
+  FROM days d
+ ORDER BY 1, 2, 3
     ON CONFLICT (site_id, day, visitor_id) DO UPDATE
    SET first_at = least(t.first_at, excluded.first_at), last_at = greatest(t.last_at, excluded.last_at)
- WHERE excluded.first_at < t.first_at OR excluded.last_at > t.last_at;
+ WHERE excluded.first_at < t.first_at OR excluded.last_at > t.last_at
+"""  # noqa: S608 - constants only
+VISITOR_DAYS_LATER = f"""
+UPDATE analytics.{VISITOR_DAYS} n
+   SET prev_last_at = later.last_at
+  FROM (SELECT n2.site_id, n2.visitor_id, n2.day, max(d.last_at) AS last_at
+          FROM (SELECT site_id, visitor_id, time_bucket(INTERVAL '1 day', time) AS day, max(time) AS last_at
+                  FROM {INPUT_TABLE} GROUP BY 1, 2, 3) d
+          JOIN analytics.{VISITOR_DAYS} n2
+            ON n2.site_id = d.site_id AND n2.visitor_id = d.visitor_id AND n2.day > d.day
+         GROUP BY 1, 2, 3) later
+ WHERE n.site_id = later.site_id AND n.visitor_id = later.visitor_id AND n.day = later.day
+   AND (n.prev_last_at IS NULL OR n.prev_last_at < later.last_at)
+"""  # noqa: S608 - constants only
+
+APPLY = f"""
 INSERT INTO analytics.{VISIT_COUNTS} AS t (site_id, bucket, visits, bounces, visit_pageviews, duration)
 SELECT site_id, bucket, sum(visits), sum(bounces), sum(visit_pageviews), sum(duration)
   FROM {DELTA_TABLE} GROUP BY 1, 2
@@ -99,6 +132,12 @@ SELECT site_id, time_bucket(INTERVAL '15 minutes', time), count(*) FILTER (WHERE
     ON CONFLICT (site_id, bucket) DO UPDATE
    SET pageviews = t.pageviews + excluded.pageviews, events = t.events + excluded.events
 """  # noqa: S608 - constants only
+
+
+async def keep_visitor_days(cur: AsyncCursor[Any]) -> None:
+    await cur.execute(VISITOR_DAYS_UPSERT)
+    if cur.rowcount:
+        await cur.execute(VISITOR_DAYS_LATER)
 
 
 async def snapshot(cur: AsyncCursor[Any], params: dict[str, object], sign: int) -> None:
@@ -139,11 +178,10 @@ def _floor(at: datetime, width: timedelta) -> datetime:
 async def refresh_late(conn: AsyncConnection[Any], touched: Touched) -> list[str]:
     """Refreshes, outside any transaction, the continuous aggregates whose materialized part the
     transaction changed; returns their names. ``conn`` must be in autocommit mode."""
-    cur = await conn.execute(_THRESHOLDS, {"names": list(RELATIONS)})
+    cur = await conn.execute(_THRESHOLDS, {"names": list(AGGREGATES)})
     thresholds = {str(name): at for name, at in await cur.fetchall()}
     windows = {
         EVENT_COUNTS: (_floor(touched.events_from, BUCKET), _floor(touched.events_to, BUCKET) + BUCKET),
-        VISITOR_DAYS: (_floor(touched.events_from, DAY), _floor(touched.events_to, DAY) + DAY),
     }
     if touched.visits_from is not None:  # a changed visit starts no later than the last event
         # A visit absorbed by a merge may start up to the gap after the last event.
@@ -180,16 +218,22 @@ SELECT site_id, time_bucket(INTERVAL '15 minutes', started_at) AS bucket, count(
  WHERE site_id = ANY (%(sites)s) AND started_at >= %(start)s AND started_at < %(end)s
  GROUP BY 1, 2""",
     VISITOR_DAYS: """
-SELECT site_id, time_bucket(INTERVAL '1 day', time) AS day, visitor_id, min(time) AS first_at,
-       max(time) AS last_at
-  FROM analytics.events
- WHERE NOT is_bot AND visitor_id <> 0 AND site_id = ANY (%(sites)s) AND time >= %(start)s AND time < %(end)s
- GROUP BY 1, 2, 3""",
+SELECT * FROM (
+    SELECT site_id, day, visitor_id, first_at, last_at,
+           max(last_at) OVER (PARTITION BY site_id, visitor_id ORDER BY day
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_last_at
+      FROM (SELECT site_id, time_bucket(INTERVAL '1 day', time) AS day, visitor_id, min(time) AS first_at,
+                   max(time) AS last_at
+              FROM analytics.events
+             WHERE NOT is_bot AND visitor_id <> 0 AND site_id = ANY (%(sites)s)
+             GROUP BY 1, 2, 3) days
+) all_days
+ WHERE day >= %(start)s AND day < %(end)s""",
 }
 _COLUMNS = {
     EVENT_COUNTS: ("site_id", "bucket", "pageviews", "events"),
     VISIT_COUNTS: ("site_id", "bucket", "visits", "bounces", "visit_pageviews", "duration"),
-    VISITOR_DAYS: ("site_id", "day", "visitor_id", "first_at", "last_at"),
+    VISITOR_DAYS: ("site_id", "day", "visitor_id", "first_at", "last_at", "prev_last_at"),
 }
 _NONZERO = {
     EVENT_COUNTS: "events <> 0",
@@ -220,39 +264,71 @@ def aligned(start: datetime, end: datetime) -> tuple[datetime, datetime]:
 
 
 async def rebuild_day(conn: AsyncConnection[Any], mode: Mode, sites: list[Any], day: datetime) -> None:
-    """Makes the rollups of the sites for one UTC day what their raw events and visits say.
+    """Makes the rollups of the sites for one UTC day what their raw events and visits say (the
+    visitor days' prev_last_at from the stored earlier days: rebuild days in order, then
+    ``fix_later``).
 
-    Tables: the day's rows are replaced in one transaction, under the locks every writer's
-    sessionizer takes, so no batch commits halfway through. Continuous aggregates: TimescaleDB
-    recomputes the whole day (for every site: it knows no other unit; ``force`` recomputes even
-    what its invalidation log does not list).
+    Tables are replaced in one transaction, under the locks every writer's sessionizer takes, so no
+    batch commits halfway through. Continuous aggregates: TimescaleDB recomputes the whole day (for
+    every site: it knows no other unit; ``force`` recomputes even what its invalidation log does
+    not list).
     """
     start, end = day, day + DAY
     if mode is Mode.CONTINUOUS:
         await conn.set_autocommit(True)
         try:
-            for name in RELATIONS:
+            for name in AGGREGATES:
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s, %s, %s, force => true)",
                     (f"analytics.{name}", start, end),
                 )
         finally:
             await conn.set_autocommit(False)
-        return
     params = {"sites": sites, "start": start, "end": end}
     async with conn.transaction():
         await conn.execute(_ALL_LOCKS)
-        for name in RELATIONS:
+        for name in RELATIONS if mode is Mode.TABLES else (VISITOR_DAYS,):
             column = _COLUMNS[name][1]
             await conn.execute(
                 f"DELETE FROM analytics.{name} WHERE site_id = ANY (%(sites)s)"  # noqa: S608 - constants only
                 f" AND {column} >= %(start)s AND {column} < %(end)s",
                 params,
             )
-            await conn.execute(
-                f"INSERT INTO analytics.{name} ({', '.join(_COLUMNS[name])}) {RECOMPUTE[name]}",
-                params,
-            )
+            rows = _REBUILT_DAYS if name == VISITOR_DAYS else RECOMPUTE[name]
+            await conn.execute(f"INSERT INTO analytics.{name} ({', '.join(_COLUMNS[name])}) {rows}", params)
+
+
+async def fix_later(conn: AsyncConnection[Any], sites: list[Any], start: datetime) -> int:
+    """Sets prev_last_at of the sites' visitor days from ``start`` on from the stored days (after
+    a rebuild, which may have moved a visitor's events in either direction); returns the rows fixed."""
+    async with conn.transaction():
+        await conn.execute(_ALL_LOCKS)
+        cur = await conn.execute(_FIX_LATER, {"sites": sites, "start": start})
+        return cur.rowcount
+
+
+_REBUILT_DAYS = f"""
+SELECT d.site_id, d.day, d.visitor_id, d.first_at, d.last_at,
+       (SELECT p.last_at FROM analytics.{VISITOR_DAYS} p
+         WHERE p.site_id = d.site_id AND p.visitor_id = d.visitor_id AND p.day < d.day
+         ORDER BY p.day DESC LIMIT 1)
+  FROM (SELECT site_id, time_bucket(INTERVAL '1 day', time) AS day, visitor_id, min(time) AS first_at,
+               max(time) AS last_at
+          FROM analytics.events
+         WHERE NOT is_bot AND visitor_id <> 0 AND site_id = ANY (%(sites)s) AND time >= %(start)s
+           AND time < %(end)s
+         GROUP BY 1, 2, 3) d
+"""  # noqa: S608 - constants only
+_FIX_LATER = f"""
+UPDATE analytics.{VISITOR_DAYS} n
+   SET prev_last_at = w.prev_last_at
+  FROM (SELECT site_id, day, visitor_id,
+               max(last_at) OVER (PARTITION BY site_id, visitor_id ORDER BY day
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_last_at
+          FROM analytics.{VISITOR_DAYS} WHERE site_id = ANY (%(sites)s)) w
+ WHERE n.site_id = w.site_id AND n.day = w.day AND n.visitor_id = w.visitor_id AND w.day >= %(start)s
+   AND n.prev_last_at IS DISTINCT FROM w.prev_last_at
+"""  # noqa: S608 - constants only
 
 
 # Writers lock (site, visitor) hash buckets (sessions.LOCK); a rebuild takes all of them, in the

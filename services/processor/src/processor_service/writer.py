@@ -433,6 +433,8 @@ class EventWriter:
         tables = self._rollups is rollups.Mode.TABLES
         if tables:
             await rollups.snapshot(cur, params, -1)
+        if self._rollups is not rollups.Mode.NONE:
+            await rollups.keep_visitor_days(cur)
         await cur.execute(FAST, params)
         row = await cur.fetchone()
         starts: list[datetime] = []

@@ -116,7 +116,7 @@ async def refresh_all(pool: AsyncConnectionPool) -> None:
         if await kept.detect(conn) is not kept.Mode.CONTINUOUS:
             return
         await conn.set_autocommit(True)
-        for name in kept.RELATIONS:
+        for name in kept.AGGREGATES:
             await conn.execute(
                 "CALL refresh_continuous_aggregate(%s, %s, %s)",
                 (f"analytics.{name}", START - timedelta(days=2), START + timedelta(days=10)),

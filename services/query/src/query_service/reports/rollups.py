@@ -10,9 +10,11 @@ are time buckets only, when:
   15 minutes; a custom range ending at 10:07 does not qualify);
 - for visitors: no UTC day is cut into more than two parts by the range's ends and the bucket
   boundaries. A visitor had events in a part of their day exactly when the day's first or last
-  event lies in it (with two parts the first and the last event pick them both), so distinct ids
-  over the rows' first and last times, each labelled with its bucket, are exact. Hourly buckets cut
-  a day into 24 parts: visitors per hour come from raw rows.
+  event lies in it (with two parts the first and the last event pick them both). Each visitor
+  day also carries the visitor's latest event of earlier days (prev_last_at), so a visitor is
+  counted once by counting rows: at their first day in the range (or bucket), the one whose
+  previous event lies before it, without collecting distinct ids. Hourly buckets cut a day into 24
+  parts: visitors per hour come from raw rows.
 
 Everything else (filters, breakdowns by page, source, …, percentage) reads raw rows (reports.stats).
 The answers are the same either way; tests compare both with the reference implementation.
@@ -100,21 +102,60 @@ def _aligned_hour(at: datetime, offset: timedelta) -> bool:
     return (at + offset) == _floor(at + offset, timedelta(hours=1))
 
 
-def _usable(query: StatsQuery, span: TimeRange, visitors: bool) -> bool:
+def _days(
+    query: StatsQuery, span: TimeRange, visitors: bool
+) -> list[tuple[datetime, datetime | None]] | None:
+    """Every UTC day of the range with the instant its bucket label changes (None: it does not),
+    or None when the rollups cannot answer exactly."""
     if not (_aligned(span.start) and _aligned(span.end)):
-        return False
+        return None
     zone = ZoneInfo(query.timezone)
+    found: list[tuple[datetime, datetime | None]] = []
     day = _floor(span.start, _DAY)
     while day < span.end:
         cuts = _cuts(day, zone, query.bucket)
         if cuts is None:
-            return False
-        if visitors:
-            parts = cuts | {edge for edge in (span.start, span.end) if day < edge < day + _DAY}
-            if len(parts) > 1:
-                return False
+            return None
+        if visitors and len(cuts | {edge for edge in (span.start, span.end) if day < edge < day + _DAY}) > 1:
+            return None
+        found.append((day, min(cuts) if len(cuts) == 1 else None))
         day += _DAY
-    return True
+    return found
+
+
+def _label_text(at: datetime, zone: ZoneInfo, bucket: Bucket) -> str:
+    """The label grouping.bucket_label gives ``at`` (days, weeks and months)."""
+    here = at.astimezone(zone).date()
+    if bucket == "week":
+        here -= timedelta(days=here.weekday())
+    elif bucket == "month":
+        here = here.replace(day=1)
+    return here.isoformat()
+
+
+def _day_labels(query: StatsQuery, days: list[tuple[datetime, datetime | None]]) -> dict[str, object]:
+    """Per UTC day: the label (as an index into ``label_names``, from 1) before and after its cut."""
+    assert query.bucket is not None
+    zone = ZoneInfo(query.timezone)
+    names: dict[str, int] = {}
+
+    def index(at: datetime) -> int:
+        assert query.bucket is not None
+        return names.setdefault(_label_text(at, zone, query.bucket), len(names) + 1)
+
+    starts, cuts, before, after = [], [], [], []
+    for day, cut in days:
+        starts.append(day)
+        cuts.append(cut if cut is not None else day + _DAY)
+        before.append(index(day))
+        after.append(index(cut) if cut is not None else before[-1])
+    return {
+        "label_names": list(names),
+        "m_days": starts,
+        "m_cuts": cuts,
+        "m_lo": before,
+        "m_hi": after,
+    }
 
 
 def statement(
@@ -133,9 +174,11 @@ def statement(
     if not wanted <= METRICS:
         return None
     visitors = "visitors" in wanted
-    if not _usable(query, span, visitors):
+    days = _days(query, span, visitors)
+    if days is None:
         return None
     timed = bool(query.dimensions)
+    extra: dict[str, object] = {"first_day": _floor(span.start, _DAY)}
 
     def label(column: str) -> sql.Composable:
         assert query.bucket is not None
@@ -143,20 +186,44 @@ def statement(
 
     group = sql.SQL(" GROUP BY d0") if timed else sql.SQL("")
     ctes: list[tuple[str, sql.Composable]] = []
-    if visitors:
-        if timed:
-            body = sql.SQL(
-                "SELECT d0, count(*) AS visitors FROM (SELECT DISTINCT {} AS d0, v.visitor_id FROM {} v"
-                " CROSS JOIN LATERAL (VALUES (v.first_at), (v.last_at)) AS t(at)"
-                " WHERE v.site_id = %(site)s AND v.day >= %(first_day)s AND v.day < %(end)s"
-                " AND t.at >= %(start)s AND t.at < %(end)s) x GROUP BY d0"
-            ).format(label("t.at"), relations.VISITOR_DAYS)
-        else:
-            body = sql.SQL(
-                "SELECT count(*) AS visitors FROM (SELECT DISTINCT visitor_id FROM {}"
-                " WHERE site_id = %(site)s AND day >= %(first_day)s AND day < %(end)s"
-                " AND last_at >= %(start)s AND first_at < %(end)s) x"
-            ).format(relations.VISITOR_DAYS)
+    if visitors and timed:
+        # A row counts in the bucket of its first event, unless the visitor's previous event (of an
+        # earlier day) is in the same bucket, and in the bucket of its last event when that is
+        # another one (or the first lies before the range). Labels come from a per-day table built
+        # here rather than from formatting every row's times.
+        extra.update(_day_labels(query, days))
+        body = sql.SQL(
+            "SELECT (%(label_names)s::text[])[x.k] AS d0, count(*) AS visitors FROM ("
+            "SELECT CASE WHEN v.first_at >= m.cut THEN m.hi ELSE m.lo END AS kf,"
+            " CASE WHEN v.last_at >= m.cut THEN m.hi ELSE m.lo END AS kl,"
+            " CASE WHEN v.prev_last_at >= %(start)s"
+            " THEN CASE WHEN v.prev_last_at >= pm.cut THEN pm.hi ELSE pm.lo END END AS kp,"
+            " v.first_at, v.last_at"
+            " FROM {days} AS m(day, cut, lo, hi)"
+            " JOIN {vd} v ON v.site_id = %(site)s AND v.day = m.day"
+            " LEFT JOIN {days} AS pm(day, cut, lo, hi)"
+            " ON pm.day = time_bucket(INTERVAL '1 day', v.prev_last_at)"
+            ") r CROSS JOIN LATERAL (VALUES"
+            " (r.kf, r.first_at >= %(start)s AND r.first_at < %(end)s AND r.kp IS DISTINCT FROM r.kf),"
+            " (r.kl, r.last_at >= %(start)s AND r.last_at < %(end)s"
+            " AND (r.kl <> r.kf OR r.first_at < %(start)s))"
+            ") AS x(k, counted) WHERE x.counted GROUP BY x.k"
+        ).format(
+            days=sql.SQL(
+                "unnest(%(m_days)s::timestamptz[], %(m_cuts)s::timestamptz[],"
+                " %(m_lo)s::int[], %(m_hi)s::int[])"
+            ),
+            vd=relations.VISITOR_DAYS,
+        )
+        ctes.append(("vis", body))
+    elif visitors:
+        # Each visitor once: on the first of their days in the range, the one whose previous event
+        # lies before the range.
+        body = sql.SQL(
+            "SELECT count(*) AS visitors FROM {} WHERE site_id = %(site)s"
+            " AND day >= %(first_day)s AND day < %(end)s AND last_at >= %(start)s AND first_at < %(end)s"
+            " AND (prev_last_at IS NULL OR prev_last_at < %(start)s)"
+        ).format(relations.VISITOR_DAYS)
         ctes.append(("vis", body))
     if wanted & _EVENT_METRICS:
         ctes.append(
@@ -194,7 +261,7 @@ def statement(
     ]
     parts.append(sql.SQL("grouped AS (SELECT {} FROM {})").format(columns, joined))
     statement = grouping.finish(query, parts, labels, paginate, count_only=count_only)
-    return statement, {"first_day": _floor(span.start, _DAY)}
+    return statement, extra
 
 
 def _combined(ctes: list[tuple[str, sql.Composable]], timed: bool) -> tuple[sql.Composable, sql.Composable]:
