@@ -193,8 +193,7 @@ def statement(
         # here rather than from formatting every row's times.
         extra.update(_day_labels(query, days))
         body = sql.SQL(
-            "SELECT (%(label_names)s::text[])[x.k] AS d0, count(*) AS visitors FROM ("
-            "SELECT CASE WHEN v.first_at >= m.cut THEN m.hi ELSE m.lo END AS kf,"
+            "WITH r AS (SELECT CASE WHEN v.first_at >= m.cut THEN m.hi ELSE m.lo END AS kf,"
             " CASE WHEN v.last_at >= m.cut THEN m.hi ELSE m.lo END AS kl,"
             " CASE WHEN v.prev_last_at >= %(start)s"
             " THEN CASE WHEN v.prev_last_at >= pm.cut THEN pm.hi ELSE pm.lo END END AS kp,"
@@ -203,11 +202,17 @@ def statement(
             " JOIN {vd} v ON v.site_id = %(site)s AND v.day = m.day"
             " LEFT JOIN {days} AS pm(day, cut, lo, hi)"
             " ON pm.day = time_bucket(INTERVAL '1 day', v.prev_last_at)"
-            ") r CROSS JOIN LATERAL (VALUES"
-            " (r.kf, r.first_at >= %(start)s AND r.first_at < %(end)s AND r.kp IS DISTINCT FROM r.kf),"
-            " (r.kl, r.last_at >= %(start)s AND r.last_at < %(end)s"
-            " AND (r.kl <> r.kf OR r.first_at < %(start)s))"
-            ") AS x(k, counted) WHERE x.counted GROUP BY x.k"
+            " WHERE v.day >= %(first_day)s AND v.day < %(end)s),"
+            # A handful of (first, last) label pairs: count once, then credit each side's bucket.
+            " pairs AS (SELECT kf, kl,"
+            " count(*) FILTER (WHERE first_at >= %(start)s AND first_at < %(end)s"
+            " AND kp IS DISTINCT FROM kf) AS nf,"
+            " count(*) FILTER (WHERE last_at >= %(start)s AND last_at < %(end)s"
+            " AND (kl <> kf OR first_at < %(start)s)) AS nl"
+            " FROM r GROUP BY kf, kl)"
+            " SELECT (%(label_names)s::text[])[x.k] AS d0, sum(x.n) AS visitors FROM ("
+            "SELECT kf AS k, nf AS n FROM pairs UNION ALL SELECT kl, nl FROM pairs) x"
+            " GROUP BY x.k HAVING sum(x.n) > 0"
         ).format(
             days=sql.SQL(
                 "unnest(%(m_days)s::timestamptz[], %(m_cuts)s::timestamptz[],"
