@@ -28,7 +28,15 @@ from typing import Any
 import structlog
 from psycopg import AsyncConnection, AsyncCursor, sql
 
-from processor_service.sessions import INPUT_TABLE, LOCK_BUCKETS, LOCK_CLASS, SESSION_GAP, near_sessions
+from processor_service.sessions import (
+    DELTA_TABLE,
+    INPUT_TABLE,
+    LOCK_BUCKETS,
+    LOCK_CLASS,
+    SESSION_GAP,
+    SLOW_TABLE,
+    near_sessions,
+)
 
 log = structlog.get_logger("analytics.processor")
 
@@ -40,12 +48,6 @@ RELATIONS = (EVENT_COUNTS, VISIT_COUNTS, VISITOR_DAYS)
 AGGREGATES = (EVENT_COUNTS, VISIT_COUNTS)
 BUCKET = timedelta(minutes=15)
 DAY = timedelta(days=1)
-
-DELTA_TABLE = "visit_delta"
-TEMP_TABLES = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {DELTA_TABLE} (site_id uuid, bucket timestamptz, visits int, "
-    "bounces int, visit_pageviews bigint, duration interval) ON COMMIT DELETE ROWS"
-)
 
 
 class Mode(enum.Enum):
@@ -67,15 +69,17 @@ async def detect(conn: AsyncConnection[Any]) -> Mode:
     return Mode.TABLES if row[0] == "r" else Mode.CONTINUOUS
 
 
-# The visits in the look-up window of the batch's visitors, with a sign: -1 before the sessionizer
-# runs, +1 after. Parameters: FAST's and SLOW's (gap, lower) and sign.
+# The visits in the look-up window of the visitors routed to the sessionizer's slow path, with a
+# sign: -1 before SLOW runs, +1 after (FAST records its own changes: sessions.FAST_WITH_DELTA).
+# Parameters: SLOW's (gap, lower) and sign.
 SNAPSHOT = f"""
 INSERT INTO {DELTA_TABLE} (site_id, bucket, visits, bounces, visit_pageviews, duration)
 SELECT s.site_id, time_bucket(INTERVAL '15 minutes', s.started_at), %(sign)s,
        CASE WHEN s.is_bounce THEN %(sign)s ELSE 0 END, %(sign)s * s.pageviews,
        %(sign)s * (s.ended_at - s.started_at)
-  FROM (SELECT site_id, visitor_id, min(time) AS lo, max(time) AS hi
-          FROM {INPUT_TABLE} GROUP BY site_id, visitor_id) v
+  FROM (SELECT i.site_id, i.visitor_id, min(i.time) AS lo, max(i.time) AS hi
+          FROM {INPUT_TABLE} i JOIN {SLOW_TABLE} USING (site_id, visitor_id)
+         GROUP BY i.site_id, i.visitor_id) v
 {near_sessions("v")}
 """  # noqa: S608 - constants only
 
@@ -109,6 +113,12 @@ UPDATE analytics.{VISITOR_DAYS} n
   FROM (SELECT n2.site_id, n2.visitor_id, n2.day, max(d.last_at) AS last_at
           FROM (SELECT site_id, visitor_id, time_bucket(INTERVAL '1 day', time) AS day, max(time) AS last_at
                   FROM {INPUT_TABLE} GROUP BY 1, 2, 3) d
+          -- Only days before a site's latest stored day can have later rows: in real time, none.
+          JOIN (SELECT site_id,
+                       (SELECT max(x.day) FROM analytics.{VISITOR_DAYS} x
+                         WHERE x.site_id = s.site_id) AS latest
+                  FROM (SELECT DISTINCT site_id FROM {INPUT_TABLE}) s) sites
+            ON sites.site_id = d.site_id AND d.day < sites.latest
           JOIN analytics.{VISITOR_DAYS} n2
             ON n2.site_id = d.site_id AND n2.visitor_id = d.visitor_id AND n2.day > d.day
          GROUP BY 1, 2, 3) later

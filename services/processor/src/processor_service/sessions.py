@@ -53,6 +53,8 @@ LOCK_CLASS = 0x5E55_0000
 
 INPUT_TABLE = "session_input"
 SLOW_TABLE = "session_slow"
+# Changes to visits for the rollups (processor_service.rollups), emptied at commit.
+DELTA_TABLE = "visit_delta"
 _HEAD = "referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, country, browser, os, device"
 _HEAD_NAMES = _HEAD.split(", ")
 INPUT_COLUMNS = (
@@ -64,7 +66,9 @@ FEED_COLUMNS = f"site_id, visitor_id, time, event_id, kind, path, {_HEAD}"
 FEED_FILTER = "visitor_id <> 0 AND NOT is_bot"
 TEMP_TABLES = (
     f"CREATE TEMP TABLE IF NOT EXISTS {INPUT_TABLE} ({INPUT_COLUMNS}) ON COMMIT DELETE ROWS;"
-    f"CREATE TEMP TABLE IF NOT EXISTS {SLOW_TABLE} (site_id uuid, visitor_id bigint) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE IF NOT EXISTS {SLOW_TABLE} (site_id uuid, visitor_id bigint) ON COMMIT DELETE ROWS;"
+    f"CREATE TEMP TABLE IF NOT EXISTS {DELTA_TABLE} (site_id uuid, bucket timestamptz, visits int, "
+    "bounces int, visit_pageviews bigint, duration interval) ON COMMIT DELETE ROWS"
 )
 
 LOCK = f"""
@@ -153,7 +157,7 @@ near AS (
      GROUP BY n.site_id, n.visitor_id
 ),
 plan AS MATERIALIZED (
-    SELECT n.*, near.started_at AS old_start,
+    SELECT n.*, near.started_at AS old_start, near.ended_at AS old_end,
            CASE WHEN n.hi - n.lo > %(gap)s THEN 'slow'
                 WHEN near.sessions IS NULL THEN 'new'
                 WHEN near.sessions = 1 AND near.ended_at < n.lo THEN 'extend'
@@ -176,12 +180,14 @@ extended AS (
      WHERE p.route = 'extend'
        AND s.site_id = p.site_id AND s.visitor_id = p.visitor_id AND s.started_at = p.old_start
        AND s.started_at >= %(lower)s
-    RETURNING s.started_at, s.ended_at - s.started_at AS span
+    RETURNING s.site_id, s.started_at, s.ended_at - s.started_at AS span, s.is_bounce,
+              s.pageviews - p.pageviews = 1 AND s.events - p.events = 1 AS was_bounce,
+              p.pageviews AS added_pageviews, s.ended_at - p.old_end AS added_duration
 ),
 created AS (
     INSERT INTO analytics.sessions ({_SESSION_COLUMNS})
     SELECT {_session_values("lo", "hi")} FROM plan WHERE route = 'new'
-    RETURNING started_at, ended_at - started_at AS span
+    RETURNING site_id, started_at, ended_at - started_at AS span, is_bounce, pageviews
 ),
 slow AS (
     INSERT INTO {SLOW_TABLE} (site_id, visitor_id)
@@ -193,11 +199,27 @@ widened AS (
        SET max_span = w.span
       FROM (SELECT max(span) AS span FROM (SELECT span FROM extended UNION ALL SELECT span FROM created) x) w
      WHERE w.span > b.max_span
-)
+){{delta}}
 SELECT (SELECT count(*) FROM extended), (SELECT count(*) FROM created), (SELECT count(*) FROM slow),
        (SELECT min(started_at)
           FROM (SELECT started_at FROM extended UNION ALL SELECT started_at FROM created) changed)
 """  # noqa: S608 - constants only
+
+# FAST, and with it the change it made to the visits, for the rollups kept as tables
+# (processor_service.rollups): an extended visit keeps its start bucket and adds its new events'
+# page views and time, and may stop being a bounce; a created one adds a visit.
+_FAST_DELTA = f""",
+delta AS (
+    INSERT INTO {DELTA_TABLE} (site_id, bucket, visits, bounces, visit_pageviews, duration)
+    SELECT site_id, time_bucket(INTERVAL '15 minutes', started_at), 0,
+           is_bounce::int - was_bounce::int, added_pageviews, added_duration
+      FROM extended
+    UNION ALL
+    SELECT site_id, time_bucket(INTERVAL '15 minutes', started_at), 1, is_bounce::int, pageviews, span
+      FROM created
+)"""  # noqa: S608 - constants only
+FAST_WITH_DELTA = FAST.replace("{delta}", _FAST_DELTA)
+FAST = FAST.replace("{delta}", "")
 
 SLOW = f"""
 WITH news AS (

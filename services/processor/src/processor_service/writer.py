@@ -29,6 +29,7 @@ from processor_service.sessions import (
     BOUND,
     CHUNK_INTERVAL,
     FAST,
+    FAST_WITH_DELTA,
     FEED_COLUMNS,
     FEED_FILTER,
     INPUT_TABLE,
@@ -151,7 +152,7 @@ _EXACT_AFTER_CONFLICT = 8
 # batch without a separate TRUNCATE round trip.
 _TEMP_TABLES = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE analytics.events INCLUDING DEFAULTS) "
-    f"ON COMMIT DELETE ROWS; {TEMP_TABLES}; {rollups.TEMP_TABLES}"
+    f"ON COMMIT DELETE ROWS; {TEMP_TABLES}"
 )
 
 Row = tuple[object, ...]
@@ -431,23 +432,24 @@ class EventWriter:
         if params is None:
             return
         tables = self._rollups is rollups.Mode.TABLES
-        if tables:
-            await rollups.snapshot(cur, params, -1)
         if self._rollups is not rollups.Mode.NONE:
             await rollups.keep_visitor_days(cur)
-        await cur.execute(FAST, params)
+        await cur.execute(FAST_WITH_DELTA if tables else FAST, params)
         row = await cur.fetchone()
         starts: list[datetime] = []
         if row is not None:
             counts.extended, counts.created, counts.slow_visitors = row[:3]
             starts += [row[3]] if row[3] is not None else []
         if counts.slow_visitors:
+            if tables:
+                await rollups.snapshot(cur, params, -1)
             await cur.execute(SLOW, params)
             row = await cur.fetchone()
             if row is not None:
                 counts.updated, counts.inserted, counts.deleted = row[:3]
                 starts += [row[3]] if row[3] is not None else []
+            if tables:
+                await rollups.snapshot(cur, params, 1)
         result.visits_from = min(starts) if starts else None
         if tables:
-            await rollups.snapshot(cur, params, 1)
             await rollups.apply(cur)
