@@ -13,7 +13,7 @@ from analytics_bus.revocations import follow_revocations
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-from processor_service import event_ids
+from processor_service import event_ids, retention
 from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
@@ -66,6 +66,9 @@ async def serve(settings: Settings) -> None:
         await open_pool(pool)
         if settings.migrate_on_start:
             await migrate(settings.database_url, SCHEMA, "processor_service.migrations")
+        async with pool.connection() as conn:
+            tsl = await retention.is_tsl(conn)
+            await retention.configure(conn, settings.raw_retention)
         nc = await connect(settings.nats_url, "processor")
         await follow_revocations(nc, auth.revoke)
         js = nc.jetstream()
@@ -93,12 +96,18 @@ async def serve(settings: Settings) -> None:
         }
         # Forgets claimed event ids past their window (every replica may: deletes do not collide).
         expiry = asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")
+        background = [expiry]
+        if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
+            background.append(
+                asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")
+            )
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
         await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
-        expiry.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await expiry
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # Health NOT_SERVING and in-flight RPCs finished, then the batches in hand: committed and
         # acked, or (database still down) released for redelivery.
         consumer.stop()

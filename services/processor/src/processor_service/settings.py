@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from analytics_bus import BusConfig
 from analytics_config import Env, SettingsError
@@ -24,6 +25,7 @@ RETRY_MAX_DELAY_S = "ANALYTICS_PROCESSOR_RETRY_MAX_DELAY_S"
 MAX_DELIVER = "ANALYTICS_PROCESSOR_MAX_DELIVER"
 REDELIVERY_BACKOFF_S = "ANALYTICS_PROCESSOR_REDELIVERY_BACKOFF_S"
 SESSIONS = "ANALYTICS_PROCESSOR_SESSIONS"
+RAW_RETENTION_DAYS = "ANALYTICS_RAW_RETENTION_DAYS"
 # Read by the dead-letter command line only (python -m processor_service.deadletters).
 
 
@@ -58,6 +60,7 @@ class Settings:
     retry_delay_s: float
     retry_max_delay_s: float
     sessions: bool
+    raw_retention: timedelta | None  # None: raw events are kept for ever
     migrate_on_start: bool
     log_level: str
 
@@ -70,6 +73,9 @@ class Settings:
         if max_deliver <= len(backoff):
             raise SettingsError(f"{MAX_DELIVER}={max_deliver} must exceed the {len(backoff)} backoff steps")
         retry_delay_s = env.float(RETRY_DELAY_S, 0.25, minimum=0.01, maximum=60)
+        retention_days = env.int(RAW_RETENTION_DAYS, 0, minimum=0, maximum=36_500)
+        if retention_days == 1:
+            raise SettingsError(f"{RAW_RETENTION_DAYS} must be 0 (keep raw events) or at least 2 days")
         return cls(
             grpc_listen=env.grpc_listen(),
             grpc_reuse_port=env.grpc_reuse_port(),
@@ -85,6 +91,7 @@ class Settings:
             retry_delay_s=retry_delay_s,
             retry_max_delay_s=env.float(RETRY_MAX_DELAY_S, 5.0, minimum=retry_delay_s, maximum=300),
             sessions=env.bool(SESSIONS, True),
+            raw_retention=timedelta(days=retention_days) if retention_days else None,
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.log_level(),
         )

@@ -26,7 +26,7 @@ from processor_service.rebuild import main as rebuild_main
 from processor_service.rebuild import rebuild
 from processor_service.writer import EventWriter
 
-from .test_sessions import CUSTOM, PV, T0, event, write
+from .test_sessions import CUSTOM, PV, T0, deliver_at_random, event, write
 
 pytestmark = pytest.mark.integration
 
@@ -137,25 +137,12 @@ _events = st.lists(
 async def test_rollups_equal_a_recomputation_whatever_the_order(
     analytics_pool: AsyncConnectionPool, specs: list[tuple[int, float, str, int, bool]], seed: int
 ) -> None:
-    rng = random.Random(seed)
     sites = [uuid.uuid4(), uuid.uuid4()]
-    events = [
-        event(sites[i % 2], visitor, minute, path, kind=kind, is_bot=bot)
-        for i, (visitor, minute, path, kind, bot) in enumerate(specs)
-    ]
-    rng.shuffle(events)
-    writer = EventWriter(analytics_pool)
-    delivered: list[list[bus_pb2.EnrichedEvent]] = []
-    rest = list(events)
-    while rest:
-        size = rng.randint(1, max(1, len(rest)))
-        batch, rest = rest[:size], rest[size:]
-        delivered.append(batch)
-        await write(writer, *batch)
-        if rng.random() < 0.3:
-            await write(writer, *rng.choice(delivered), *batch)
-        if rng.random() < 0.3:
-            await materialize(analytics_pool)
+
+    async def between() -> None:
+        await materialize(analytics_pool)
+
+    await deliver_at_random(EventWriter(analytics_pool), random.Random(seed), sites, specs, between)
     await assert_exact(analytics_pool, *sites)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,6 +163,34 @@ async def test_a_backfilled_old_event_creates_an_old_session(analytics_pool: Asy
     assert await stored(analytics_pool, site) == await recomputed(analytics_pool, site)
 
 
+async def deliver_at_random(
+    writer: EventWriter,
+    rng: random.Random,
+    sites: list[uuid.UUID],
+    specs: list[tuple[int, float, str, int, bool]],
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Writes the events of (visitor, minute, path, kind, bot) specs, alternating between the sites,
+    shuffled, in batches of random sizes, some redelivered (possibly mixed with a new batch);
+    ``between`` runs after a batch now and then."""
+    events = [
+        event(sites[i % len(sites)], visitor, minute, path, kind=kind, is_bot=bot)
+        for i, (visitor, minute, path, kind, bot) in enumerate(specs)
+    ]
+    rng.shuffle(events)
+    delivered: list[list[bus_pb2.EnrichedEvent]] = []
+    rest = list(events)
+    while rest:
+        size = rng.randint(1, max(1, len(rest)))
+        batch, rest = rest[:size], rest[size:]
+        delivered.append(batch)
+        await write(writer, *batch)
+        if rng.random() < 0.3:
+            await write(writer, *rng.choice(delivered), *batch)
+        if between is not None and rng.random() < 0.3:
+            await between()
+
+
 # Minutes on a coarse grid, so equal timestamps (ordered by event id) and exact 30-minute gaps occur.
 _minutes = st.integers(min_value=0, max_value=24).map(lambda m: m * 7.5)
 _events = st.lists(
@@ -188,24 +217,7 @@ async def test_incremental_sessions_equal_a_recomputation(
 ) -> None:
     rng = random.Random(seed)
     sites = [uuid.uuid4(), uuid.uuid4()]
-    events = [
-        event(sites[i % 2], visitor, minute, path, kind=kind, is_bot=bot)
-        for i, (visitor, minute, path, kind, bot) in enumerate(specs)
-    ]
-    rng.shuffle(events)
-    batches: list[list[bus_pb2.EnrichedEvent]] = []
-    rest = list(events)
-    while rest:
-        size = rng.randint(1, max(1, len(rest)))
-        batches.append(rest[:size])
-        rest = rest[size:]
-    writer = EventWriter(analytics_pool)
-    delivered: list[list[bus_pb2.EnrichedEvent]] = []
-    for batch in batches:
-        delivered.append(batch)
-        await write(writer, *batch)
-        if rng.random() < 0.3:  # a redelivery of anything sent so far, possibly mixed with this batch
-            await write(writer, *rng.choice(delivered), *batch)
+    await deliver_at_random(EventWriter(analytics_pool), rng, sites, specs)
     assert await stored(analytics_pool, *sites) == await recomputed(analytics_pool, *sites)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,6 +25,18 @@ def test_defaults() -> None:
     assert (settings.max_inflight, settings.retry_delay_s, settings.retry_max_delay_s) == (2, 0.25, 5.0)
     assert settings.auth_addr == "auth:50051"
     assert settings.sessions
+    assert settings.raw_retention is None
+
+
+def test_raw_retention_is_whole_days_of_at_least_two() -> None:
+    assert Settings.from_env({**BASE, "ANALYTICS_RAW_RETENTION_DAYS": "400"}).raw_retention == timedelta(
+        days=400
+    )
+    assert Settings.from_env({**BASE, "ANALYTICS_RAW_RETENTION_DAYS": "0"}).raw_retention is None
+    with pytest.raises(SettingsError, match="at least 2 days"):
+        Settings.from_env({**BASE, "ANALYTICS_RAW_RETENTION_DAYS": "1"})
+    with pytest.raises(SettingsError, match="not an integer"):
+        Settings.from_env({**BASE, "ANALYTICS_RAW_RETENTION_DAYS": "a year"})
 
 
 def test_backoff_and_max_deliver_are_configurable_and_checked() -> None:
