@@ -92,7 +92,7 @@ CREATE TABLE analytics.visitor_days (
     last_at       timestamptz NOT NULL,
     prev_last_at  timestamptz,
     PRIMARY KEY (site_id, day, visitor_id)
-) WITH (fillfactor = 70);  -- room for the in-place (HOT) updates of an active visitor's last_at
+);
 -- The writer's look-ups of a visitor's earlier and later days.
 CREATE INDEX visitor_days_visitor ON analytics.visitor_days (site_id, visitor_id, day);
 
