@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,9 +26,15 @@ def _closed(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _default_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
+# As from a terminal: SIGINT and SIGTERM handled by default when the script starts. A signal the test
+# process happens to ignore would stay ignored across exec, the script could not trap it, and Ctrl+C
+# would end it with honcho's 130.
+_AS_FROM_A_TERMINAL = (
+    "import os, signal, sys\n"
+    "for sig in (signal.SIGINT, signal.SIGTERM):\n"
+    "    signal.signal(sig, signal.SIG_DFL)\n"
+    "os.execvp('bash', ['bash', 'deploy/local/run.sh'])\n"
+)
 
 
 @pytest.mark.parametrize("ingest_processes", [1, 2])
@@ -50,15 +57,12 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
     output = tmp_path / "run.log"
     with output.open("wb") as log:
         run = subprocess.Popen(
-            ["bash", "deploy/local/run.sh"],
+            [sys.executable, "-c", _AS_FROM_A_TERMINAL],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # As from a terminal: a signal the test process happens to ignore (inherited across
-            # exec) could not be trapped by the script, and Ctrl+C would end it with honcho's 130.
-            preexec_fn=_default_signals,
         )
     try:
         deadline = time.monotonic() + 240
