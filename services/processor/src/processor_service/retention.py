@@ -24,8 +24,10 @@ EVERY_S = 3600.0
 # Replicas setting the policy at the same time serialise on this lock.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('analytics.retention'))"
 _LICENSE = "SELECT current_setting('timescaledb.license', true)"
+# The policy's drop_after, and whether it is the one wanted (the parameter: an interval, or NULL).
 _POLICY = """
-SELECT j.config ->> 'drop_after' FROM timescaledb_information.jobs j
+SELECT j.config ->> 'drop_after', (j.config ->> 'drop_after')::interval IS NOT DISTINCT FROM %s::interval
+  FROM timescaledb_information.jobs j
  WHERE j.proc_name = 'policy_retention' AND j.hypertable_schema = 'analytics' AND j.hypertable_name = 'events'
 """
 _DROP = "SELECT count(*) FROM drop_chunks('analytics.events', older_than => now() - %s::interval)"
@@ -43,17 +45,18 @@ async def configure(conn: AsyncConnection[Any], keep: timedelta | None) -> str |
         return None
     async with conn.transaction():
         await conn.execute(_LOCK)
-        row = await (await conn.execute(_POLICY)).fetchone()
-        current = row[0] if row else None
+        row = await (await conn.execute(_POLICY, (keep,))).fetchone()
+        current, same = (row[0], bool(row[1])) if row else (None, keep is None)
+        if same:  # else every start of every replica would replace the job
+            return current
         await conn.execute("SELECT remove_retention_policy('analytics.events', if_exists => true)")
         if keep is not None:
             await conn.execute(
                 "SELECT add_retention_policy('analytics.events', drop_after => %s::interval)", (keep,)
             )
-        row = await (await conn.execute(_POLICY)).fetchone()
+        row = await (await conn.execute(_POLICY, (keep,))).fetchone()
     now = row[0] if row else None
-    if now != current:
-        log.info("raw-event retention policy set", drop_after=now)
+    log.info("raw-event retention policy set", drop_after=now)
     return now
 
 

@@ -35,6 +35,7 @@ from processor_service.sessions import (
     LOCK_CLASS,
     SESSION_GAP,
     SLOW_TABLE,
+    chunk_start,
     near_sessions,
 )
 
@@ -180,23 +181,21 @@ SELECT ca.user_view_name, _timescaledb_functions.to_timestamp(it.watermark)
 """
 
 
-def _floor(at: datetime, width: timedelta) -> datetime:
-    epoch = datetime(1970, 1, 1, tzinfo=at.tzinfo)
-    return epoch + ((at - epoch) // width) * width
-
-
 async def refresh_late(conn: AsyncConnection[Any], touched: Touched) -> list[str]:
     """Refreshes, outside any transaction, the continuous aggregates whose materialized part the
     transaction changed; returns their names. ``conn`` must be in autocommit mode."""
     cur = await conn.execute(_THRESHOLDS, {"names": list(AGGREGATES)})
     thresholds = {str(name): at for name, at in await cur.fetchall()}
     windows = {
-        EVENT_COUNTS: (_floor(touched.events_from, BUCKET), _floor(touched.events_to, BUCKET) + BUCKET),
+        EVENT_COUNTS: (
+            chunk_start(touched.events_from, BUCKET),
+            chunk_start(touched.events_to, BUCKET) + BUCKET,
+        ),
     }
     if touched.visits_from is not None:  # a changed visit starts no later than the last event
         # A visit absorbed by a merge may start up to the gap after the last event.
-        last = _floor(touched.events_to + SESSION_GAP, BUCKET) + BUCKET
-        windows[VISIT_COUNTS] = (_floor(touched.visits_from, BUCKET), last)
+        last = chunk_start(touched.events_to + SESSION_GAP, BUCKET) + BUCKET
+        windows[VISIT_COUNTS] = (chunk_start(touched.visits_from, BUCKET), last)
     refreshed: list[str] = []
     for name, (start, end) in windows.items():
         threshold = thresholds.get(name)
@@ -264,13 +263,6 @@ def stored_sql(name: str) -> str:
 def recompute_sql(name: str) -> str:
     order = "1, 2, 3" if name == VISITOR_DAYS else "1, 2"
     return f"{RECOMPUTE[name]}\n ORDER BY {order}"
-
-
-def aligned(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """[start, end) widened to whole days: the unit every rollup's buckets fit in."""
-    first = _floor(start, DAY)
-    last = _floor(end, DAY)
-    return first, last if last == end else last + DAY
 
 
 async def rebuild_day(conn: AsyncConnection[Any], mode: Mode, sites: list[Any], day: datetime) -> None:

@@ -17,6 +17,9 @@ from .test_sessions import T0, event, write
 pytestmark = pytest.mark.integration
 
 
+_JOBS = "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+
+
 def minutes_ago(days: float) -> float:
     """event()'s minute offset from T0 of the moment ``days`` ago."""
     return (datetime.now(UTC) - timedelta(days=days) - T0) / timedelta(minutes=1)
@@ -35,6 +38,9 @@ async def test_old_raw_events_go_and_their_rollups_stay(analytics_pool: AsyncCon
     async with analytics_pool.connection() as conn:
         tsl = await retention.is_tsl(conn)
         assert await retention.configure(conn, keep) == ("3 days" if tsl else None)
+        before = await (await conn.execute(_JOBS)).fetchall()
+        assert await retention.configure(conn, keep) == ("3 days" if tsl else None)
+        assert await (await conn.execute(_JOBS)).fetchall() == before  # the same job, left as it was
     if tsl:  # TimescaleDB's policy job: run it now rather than wait for its schedule
         async with analytics_pool.connection() as conn:
             await conn.set_autocommit(True)

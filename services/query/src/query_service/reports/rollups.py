@@ -49,16 +49,17 @@ def _aligned(at: datetime) -> bool:
     return _floor(at, _QUARTER) == at
 
 
-def _label(at: datetime, zone: ZoneInfo, bucket: Bucket) -> tuple[int, ...]:
-    """What the bucket label depends on: the local hour, day, week or month."""
+def _label(at: datetime, zone: ZoneInfo, bucket: Bucket) -> str:
+    """The label grouping.bucket_label gives ``at``."""
     here = at.astimezone(zone)
     if bucket == "hour":
-        return (here.year, here.month, here.day, here.hour)
-    if bucket == "day":
-        return (here.year, here.month, here.day)
+        return f"{here:%Y-%m-%d %H}:00:00"
+    day = here.date()
     if bucket == "week":
-        return here.date().isocalendar()[:2]
-    return (here.year, here.month)
+        day -= timedelta(days=day.weekday())
+    elif bucket == "month":
+        day = day.replace(day=1)
+    return day.isoformat()
 
 
 def _cuts(day: datetime, zone: ZoneInfo, bucket: Bucket | None) -> set[datetime] | None:
@@ -123,16 +124,6 @@ def _days(
     return found
 
 
-def _label_text(at: datetime, zone: ZoneInfo, bucket: Bucket) -> str:
-    """The label grouping.bucket_label gives ``at`` (days, weeks and months)."""
-    here = at.astimezone(zone).date()
-    if bucket == "week":
-        here -= timedelta(days=here.weekday())
-    elif bucket == "month":
-        here = here.replace(day=1)
-    return here.isoformat()
-
-
 def _day_labels(query: StatsQuery, days: list[tuple[datetime, datetime | None]]) -> dict[str, object]:
     """Per UTC day: the label (as an index into ``label_names``, from 1) before and after its cut."""
     assert query.bucket is not None
@@ -141,7 +132,7 @@ def _day_labels(query: StatsQuery, days: list[tuple[datetime, datetime | None]])
 
     def index(at: datetime) -> int:
         assert query.bucket is not None
-        return names.setdefault(_label_text(at, zone, query.bucket), len(names) + 1)
+        return names.setdefault(_label(at, zone, query.bucket), len(names) + 1)
 
     starts, cuts, before, after = [], [], [], []
     for day, cut in days:
