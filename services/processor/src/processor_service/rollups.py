@@ -137,6 +137,12 @@ HAVING sum(visits) <> 0 OR sum(bounces) <> 0 OR sum(visit_pageviews) <> 0 OR sum
    SET visits = t.visits + excluded.visits, bounces = t.bounces + excluded.bounces,
        visit_pageviews = t.visit_pageviews + excluded.visit_pageviews,
        duration = t.duration + excluded.duration;
+-- A bucket whose visits all moved away (a merge re-started them earlier) holds no row, as in the
+-- continuous aggregate: a row of zeros would still make a group of its own in a report.
+DELETE FROM analytics.{VISIT_COUNTS} t
+ USING (SELECT DISTINCT site_id, bucket FROM {DELTA_TABLE}) d
+ WHERE t.site_id = d.site_id AND t.bucket = d.bucket
+   AND t.visits = 0 AND t.bounces = 0 AND t.visit_pageviews = 0 AND t.duration = INTERVAL '0';
 INSERT INTO analytics.{EVENT_COUNTS} AS t (site_id, bucket, pageviews, events)
 SELECT site_id, time_bucket(INTERVAL '15 minutes', time), count(*) FILTER (WHERE kind = 1), count(*)
   FROM {INPUT_TABLE} GROUP BY 1, 2 ORDER BY 1, 2
@@ -210,8 +216,8 @@ async def refresh_late(conn: AsyncConnection[Any], touched: Touched) -> list[str
 
 
 # Each rollup from scratch, for the sites in %(sites)s and buckets starting in [%(start)s, %(end)s):
-# what the maintained relations must hold (rows of all zeros do not count), and what a rebuild
-# writes. Column order matches STORED.
+# what the maintained relations must hold, and what a rebuild
+# writes. Column order matches stored_sql.
 RECOMPUTE = {
     EVENT_COUNTS: """
 SELECT site_id, time_bucket(INTERVAL '15 minutes', time) AS bucket,
@@ -244,11 +250,6 @@ _COLUMNS = {
     VISIT_COUNTS: ("site_id", "bucket", "visits", "bounces", "visit_pageviews", "duration"),
     VISITOR_DAYS: ("site_id", "day", "visitor_id", "first_at", "last_at", "prev_last_at"),
 }
-_NONZERO = {
-    EVENT_COUNTS: "events <> 0",
-    VISIT_COUNTS: "(visits, bounces, visit_pageviews, duration) <> (0, 0, 0, INTERVAL '0')",
-    VISITOR_DAYS: "true",
-}
 
 
 def stored_sql(name: str) -> str:
@@ -256,7 +257,7 @@ def stored_sql(name: str) -> str:
     return (
         f"SELECT {', '.join(columns)} FROM analytics.{name}"  # noqa: S608 - constants only
         f" WHERE site_id = ANY (%(sites)s) AND {columns[1]} >= %(start)s AND {columns[1]} < %(end)s"
-        f" AND {_NONZERO[name]} ORDER BY {', '.join(columns[:3] if name == VISITOR_DAYS else columns[:2])}"
+        f" ORDER BY {', '.join(columns[:3] if name == VISITOR_DAYS else columns[:2])}"
     )
 
 
