@@ -15,6 +15,11 @@ export ANALYTICS_INGEST_ADDR=${ANALYTICS_INGEST_ADDR:-127.0.0.1:25152}
 export ANALYTICS_QUERY_ADDR=${ANALYTICS_QUERY_ADDR:-127.0.0.1:25153}
 export ANALYTICS_PROCESSOR_ADDR=${ANALYTICS_PROCESSOR_ADDR:-127.0.0.1:25154}
 export ANALYTICS_EDGE_ADMIN_ADDR=${ANALYTICS_EDGE_ADMIN_ADDR:-127.0.0.1:25155}
+# Prometheus endpoints, one per process: ingest process N serves on the ingest port + N - 1.
+export ANALYTICS_AUTH_METRICS_ADDR=${ANALYTICS_AUTH_METRICS_ADDR:-127.0.0.1:25161}
+export ANALYTICS_PROCESSOR_METRICS_ADDR=${ANALYTICS_PROCESSOR_METRICS_ADDR:-127.0.0.1:25162}
+export ANALYTICS_QUERY_METRICS_ADDR=${ANALYTICS_QUERY_METRICS_ADDR:-127.0.0.1:25163}
+export ANALYTICS_INGEST_METRICS_ADDR=${ANALYTICS_INGEST_METRICS_ADDR:-127.0.0.1:25170}
 export ANALYTICS_DATABASE_URL=${ANALYTICS_DATABASE_URL:-postgresql://analytics@127.0.0.1:$ANALYTICS_PG_PORT/analytics}
 export ANALYTICS_NATS_URL=${ANALYTICS_NATS_URL:-nats://127.0.0.1:$ANALYTICS_NATS_PORT}
 export PATH="$root/.venv/bin:$PATH"
@@ -34,9 +39,17 @@ token_file="$ANALYTICS_DATA_DIR/admin-token"
 export ANALYTICS_ADMIN_TOKEN=${ANALYTICS_ADMIN_TOKEN:-$(secret admin-token)}
 export ANALYTICS_INTERNAL_TOKEN=${ANALYTICS_INTERNAL_TOKEN:-$(secret internal-token)}
 
+# Several ingest processes may share their port (SO_REUSEPORT) on multi-core hosts; Envoy runs a
+# worker thread per core by itself.
+export ANALYTICS_INGEST_PROCESSES=${ANALYTICS_INGEST_PROCESSES:-1}
+if [ "$ANALYTICS_INGEST_PROCESSES" -gt 1 ]; then export ANALYTICS_GRPC_REUSE_PORT=true; fi
+ingest_metrics_port=${ANALYTICS_INGEST_METRICS_ADDR##*:}
+ingest_metrics_ports=$(seq "$ingest_metrics_port" $((ingest_metrics_port + ANALYTICS_INGEST_PROCESSES - 1)))
+
 for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
     "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}" \
-    "${ANALYTICS_EDGE_ADMIN_ADDR##*:}"; do
+    "${ANALYTICS_EDGE_ADMIN_ADDR##*:}" "${ANALYTICS_AUTH_METRICS_ADDR##*:}" "${ANALYTICS_PROCESSOR_METRICS_ADDR##*:}" \
+    "${ANALYTICS_QUERY_METRICS_ADDR##*:}" $ingest_metrics_ports; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "==> run: port $port is already in use; is another 'make run' running? (ports are set by ANALYTICS_*_PORT / *_ADDR)" >&2
     exit 1
@@ -44,10 +57,6 @@ for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
 done
 
 echo "==> run: starting PostgreSQL+TimescaleDB (:$ANALYTICS_PG_PORT), NATS (:$ANALYTICS_NATS_PORT), auth, processor, ingest, query, Envoy"
-# Several ingest processes may share their port (SO_REUSEPORT) on multi-core hosts; Envoy runs a
-# worker thread per core by itself.
-export ANALYTICS_INGEST_PROCESSES=${ANALYTICS_INGEST_PROCESSES:-1}
-if [ "$ANALYTICS_INGEST_PROCESSES" -gt 1 ]; then export ANALYTICS_GRPC_REUSE_PORT=true; fi
 honcho -f deploy/local/Procfile -d "$root" start -c "ingest=$ANALYTICS_INGEST_PROCESSES" &
 honcho_pid=$!
 stop() {
@@ -72,6 +81,9 @@ cat <<BANNER
   Analytics is running.
     HTTP API     $http   (OpenAPI: $http/openapi.json, docs: $http/docs)
     Envoy admin  http://$ANALYTICS_EDGE_ADMIN_ADDR   (stats, readiness; loopback only)
+    Metrics      auth http://$ANALYTICS_AUTH_METRICS_ADDR/metrics  processor http://$ANALYTICS_PROCESSOR_METRICS_ADDR/metrics
+                 query http://$ANALYTICS_QUERY_METRICS_ADDR/metrics  Envoy http://$ANALYTICS_EDGE_ADMIN_ADDR/stats/prometheus
+                 ingest $(for p in $ingest_metrics_ports; do printf 'http://%s:%s/metrics ' "${ANALYTICS_INGEST_METRICS_ADDR%:*}" "$p"; done)
     gRPC         auth $ANALYTICS_AUTH_ADDR  ingest $ANALYTICS_INGEST_ADDR  query $ANALYTICS_QUERY_ADDR
     Admin token  $ANALYTICS_ADMIN_TOKEN   (kept in $token_file)
     Data         $ANALYTICS_DATA_DIR

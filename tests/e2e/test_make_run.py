@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +20,21 @@ from analytics_testing.ports import free_ports
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _consecutive_free_ports(count: int) -> list[int]:
+    """``count`` consecutive ports that were free a moment ago (the ingest processes' metrics)."""
+    for _ in range(100):
+        (first,) = free_ports(1)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return list(range(first, first + count))
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def _closed(port: int) -> bool:
@@ -41,19 +58,26 @@ _AS_FROM_A_TERMINAL = (
 def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, ingest_processes: int) -> None:
     ports = dict(
         zip(
-            ("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"),
-            free_ports(8),
+            (
+                *("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"),
+                *("AUTH_METRICS", "QUERY_METRICS", "PROCESSOR_METRICS"),
+            ),
+            free_ports(11),
             strict=True,
         )
     )
+    ingest_metrics = _consecutive_free_ports(ingest_processes)
+    ports.update({f"INGEST_METRICS_{n}": port for n, port in enumerate(ingest_metrics, 1)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
     env["ANALYTICS_DATA_DIR"] = str(tmp_path / "data")
     # The README's way to run several ingest processes on one port.
     env["ANALYTICS_INGEST_PROCESSES"] = str(ingest_processes)
     for name in ("PG", "NATS", "HTTP"):
         env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
-    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"):
+    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN", "AUTH_METRICS", "QUERY_METRICS"):
         env[f"ANALYTICS_{name}_ADDR"] = f"127.0.0.1:{ports[name]}"
+    env["ANALYTICS_PROCESSOR_METRICS_ADDR"] = f"127.0.0.1:{ports['PROCESSOR_METRICS']}"
+    env["ANALYTICS_INGEST_METRICS_ADDR"] = f"127.0.0.1:{ingest_metrics[0]}"
     output = tmp_path / "run.log"
     with output.open("wb") as log:
         run = subprocess.Popen(
@@ -77,6 +101,13 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
             assert answer.read() == b"LIVE\n"
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['HTTP']}/openapi.json", timeout=10) as answer:
             assert answer.status == 200
+        # The banner says where every process's metrics are, and each of them answers.
+        banner = output.read_text(errors="replace").split("Metrics", 1)[1].split("gRPC", 1)[0]
+        urls = re.findall(r"http://\S+", banner)
+        assert len(urls) == 4 + ingest_processes, banner
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                assert b"# TYPE" in answer.read(), url
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl+C in its terminal does
         assert run.wait(timeout=90) == 0
     finally:

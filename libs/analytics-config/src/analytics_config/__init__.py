@@ -132,5 +132,11 @@ class Env:
     def auth_cache_ttl_s(self) -> builtins.float:
         return self.float(names.AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600)
 
+    def metrics_listen(self) -> builtins.str | None:
+        """Where /metrics is served (host:port), or None for no endpoint."""
+        if self.optional_str(names.METRICS_LISTEN) is None:
+            return None
+        return self.address(names.METRICS_LISTEN, "")
+
     def log_level(self) -> builtins.str:
         return self.str(names.LOG_LEVEL, "INFO")

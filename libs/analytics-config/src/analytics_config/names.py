@@ -11,6 +11,8 @@ GRPC_LISTEN = "ANALYTICS_GRPC_LISTEN"
 # two processes that share a port by accident would silently split its connections.
 GRPC_REUSE_PORT = "ANALYTICS_GRPC_REUSE_PORT"
 LOG_LEVEL = "ANALYTICS_LOG_LEVEL"
+# host:port of the Prometheus /metrics endpoint; unset: none. Each process needs a port of its own.
+METRICS_LISTEN = "ANALYTICS_METRICS_LISTEN"
 DATABASE_URL = "ANALYTICS_DATABASE_URL"
 NATS_URL = "ANALYTICS_NATS_URL"
 MIGRATE_ON_START = "ANALYTICS_MIGRATE_ON_START"

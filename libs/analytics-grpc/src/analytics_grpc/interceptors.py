@@ -1,4 +1,4 @@
-"""Server interceptor: request id, one canonical log line per RPC, ServiceError → status."""
+"""Server interceptor: request id, one log line and metrics per RPC, ServiceError → status."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
+from analytics_observability.metrics import RpcMetrics
 
 log = structlog.get_logger("analytics.rpc")
 
@@ -21,7 +22,10 @@ Handler = Callable[..., Any]
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Binds a request id, logs every RPC once, and turns ServiceError into its status.
+    """Binds a request id, logs and counts every RPC once, and turns ServiceError into its status.
+
+    Every method of every service gets the per-RPC metrics (started, handled by status code,
+    latency); the stock health and reflection services are left out, as probes would drown them.
 
     Unexpected exceptions become INTERNAL with a generic message: the traceback goes to the log,
     never to the caller.
@@ -54,19 +58,21 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
+                _wrap_unary(handler.unary_unary, RpcMetrics(method, "unary"), method),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(_checked_stream(handler.stream_unary), method),
+                _wrap_unary(
+                    _checked_stream(handler.stream_unary), RpcMetrics(method, "client_stream"), method
+                ),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
+                _wrap_stream(handler.unary_stream, RpcMetrics(method, "server_stream"), method),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -116,9 +122,11 @@ def _request_id(context: Context) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _observed(context: Context, method: str) -> AsyncIterator[None]:
-    """Binds the request id, turns failures into statuses and writes the RPC's one log line."""
+async def _observed(context: Context, method: str, metrics: RpcMetrics) -> AsyncIterator[None]:
+    """Binds the request id, turns failures into statuses, writes the RPC's one log line and
+    counts it."""
     started = time.perf_counter()
+    metrics.started()
     structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc=method)
     code = grpc.StatusCode.OK
     try:
@@ -134,13 +142,15 @@ async def _observed(context: Context, method: str) -> AsyncIterator[None]:
         log.exception("rpc failed")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     finally:
-        _log_rpc(code, started)
+        duration_s = time.perf_counter() - started
+        metrics.handled(code.name, duration_s)
+        _log_rpc(code, duration_s)
         structlog.contextvars.unbind_contextvars("request_id", "rpc")
 
 
-def _wrap_unary(behaviour: Handler, method: str) -> Handler:
+def _wrap_unary(behaviour: Handler, metrics: RpcMetrics, method: str) -> Handler:
     async def wrapper(request: Any, context: Context) -> Any:
-        async with _observed(context, method):
+        async with _observed(context, method, metrics):
             if request is _UNDECODABLE:
                 raise _undecodable()
             return await behaviour(request, context)
@@ -148,9 +158,9 @@ def _wrap_unary(behaviour: Handler, method: str) -> Handler:
     return wrapper
 
 
-def _wrap_stream(behaviour: Handler, method: str) -> Handler:
+def _wrap_stream(behaviour: Handler, metrics: RpcMetrics, method: str) -> Handler:
     async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with _observed(context, method):
+        async with _observed(context, method, metrics):
             if request is _UNDECODABLE:
                 raise _undecodable()
             async for response in behaviour(request, context):
@@ -159,8 +169,8 @@ def _wrap_stream(behaviour: Handler, method: str) -> Handler:
     return wrapper
 
 
-def _log_rpc(code: grpc.StatusCode, started: float) -> None:
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+def _log_rpc(code: grpc.StatusCode, duration_s: float) -> None:
+    duration_ms = round(duration_s * 1000, 2)
     level = "error" if code in _SERVER_FAULTS else "info"
     getattr(log, level)("rpc", code=code.name, duration_ms=duration_ms)
 

@@ -1,4 +1,4 @@
-"""GrpcServer: grpc.aio server with stock health, reflection, interceptors and graceful shutdown."""
+"""GrpcServer: grpc.aio server with stock health, reflection, interceptors, metrics and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from analytics_config import grpc_runtime
 from analytics_config.event_loop import running_loop_name
 from analytics_grpc.interceptors import ObservabilityInterceptor
+from analytics_observability.metrics import MetricsServer
 
 log = structlog.get_logger("analytics.server")
 
@@ -39,8 +40,11 @@ class GrpcServer:
         grace_s: float = 10.0,
         reuse_port: bool = False,
         extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        metrics_listen: str | None = None,
     ) -> None:
         self.name = name
+        # Prometheus /metrics (host:port); None: no endpoint (tests that run servers in-process).
+        self.metrics = MetricsServer(metrics_listen) if metrics_listen else None
         self.listen = listen
         self.grace_s = grace_s
         self._services: list[str] = []
@@ -81,6 +85,12 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot listen on {self.listen}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.metrics is not None:
+            try:
+                metrics_port = self.metrics.start()
+            except OSError as error:
+                raise RuntimeError(f"{self.name}: cannot serve metrics: {error}") from None
+            log.info("metrics", service=self.name, port=metrics_port, path="/metrics")
         await self.server.start()
         log.info("listening", service=self.name, listen=self.listen, port=self.port)
         return self.port
@@ -124,4 +134,6 @@ class GrpcServer:
         log.info("stopping", service=self.name, grace_s=self.grace_s)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_s)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped", service=self.name)

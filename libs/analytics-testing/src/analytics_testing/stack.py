@@ -230,6 +230,8 @@ class ServiceStack:
     # Envoy worker threads; None: one per core (Envoy's default).
     edge_concurrency: int | None = None
     addresses: dict[str, str] = field(default_factory=dict)
+    # Each process's Prometheus endpoint (host:port), by instance name ("ingest", "ingest.2", …).
+    metrics_addresses: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     http_port: int = 0
     edge_admin_port: int = 0
@@ -237,6 +239,13 @@ class ServiceStack:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Every ``/metrics`` URL of the stack by instance name, Envoy's (``edge``) included."""
+        urls = {name: f"http://{address}/metrics" for name, address in self.metrics_addresses.items()}
+        if self.with_edge:
+            urls["edge"] = f"http://127.0.0.1:{self.edge_admin_port}/stats/prometheus"
+        return urls
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
@@ -260,17 +269,25 @@ class ServiceStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Distinct ports, all held at once while the kernel picks them: replicas bind with
         # SO_REUSEPORT, and two services given the same port would silently share it.
-        *grpc_ports, http_port, admin_port = free_ports(len(SERVICES) + 2)
+        instances = sum(max(1, self.replicas.get(name, 1)) for name, _ in SERVICES)
+        ports = free_ports(len(SERVICES) + 2 + instances)
+        grpc_ports, (http_port, admin_port), metrics_ports = (
+            ports[: len(SERVICES)],
+            ports[len(SERVICES) : len(SERVICES) + 2],
+            iter(ports[len(SERVICES) + 2 :]),
+        )
         for (name, _), port in zip(SERVICES, grpc_ports, strict=True):
             self.addresses[name] = f"127.0.0.1:{port}"
         base = self._base_env()
         for name, module in SERVICES:
-            env = dict(base)
-            env["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
+            shared = dict(base)
+            shared["ANALYTICS_GRPC_LISTEN"] = self.addresses[name]
             if self.replicas.get(name, 1) > 1:
-                env["ANALYTICS_GRPC_REUSE_PORT"] = "true"
+                shared["ANALYTICS_GRPC_REUSE_PORT"] = "true"
             for index in range(1, max(1, self.replicas.get(name, 1)) + 1):
                 instance = name if index == 1 else f"{name}.{index}"
+                self.metrics_addresses[instance] = f"127.0.0.1:{next(metrics_ports)}"
+                env = {**shared, "ANALYTICS_METRICS_LISTEN": self.metrics_addresses[instance]}
                 process = ServiceProcess(instance, module, env, self.log_dir / f"{instance}.log")
                 process.start()
                 self.processes[instance] = process

@@ -26,6 +26,7 @@ class Settings:
     nats_url: str
     migrate_on_start: bool
     log_level: str
+    metrics_listen: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +46,7 @@ class Settings:
             nats_url=env.str(NATS_URL),
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.log_level(),
+            metrics_listen=env.metrics_listen(),
         )
 
     def __repr__(self) -> str:  # keep the admin token out of logs and tracebacks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from nats.js import JetStreamContext
 
 from analytics.v1 import bus_pb2
 from analytics_bus.health import BusHealth
+from ingest_service import metrics
 
 log = structlog.get_logger("analytics.ingest.publisher")
 
@@ -163,14 +165,17 @@ class GroupCommitPublisher:
         try:
             batch_id = uuid.uuid4().hex
             count = sum(pending.count for pending in group)
+            payload = encode_batch(batch_id, [pending.encoded for pending in group])
+            metrics.BATCH_EVENTS.observe(count)
+            metrics.BATCH_BYTES.observe(len(payload))
+            started = time.perf_counter()
             try:
                 await self._js.publish(
-                    self._subject,
-                    encode_batch(batch_id, [pending.encoded for pending in group]),
-                    timeout=self._ack_timeout_s,
-                    headers={"Nats-Msg-Id": batch_id},
+                    self._subject, payload, timeout=self._ack_timeout_s, headers={"Nats-Msg-Id": batch_id}
                 )
             except Exception as error:
+                metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+                metrics.PUBLISH_FAILURES.inc()
                 reason = str(error) or type(error).__name__
                 log.warning("publish failed", error=reason, events=count)
                 if self._health is not None:
@@ -181,6 +186,7 @@ class GroupCommitPublisher:
                         pending.done.set_exception(failure)
                         pending.done.exception()  # the caller re-raises it; avoid "never retrieved"
                 return
+            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
             self.messages_published += 1
             if self._health is not None:
                 self._health.succeeded()

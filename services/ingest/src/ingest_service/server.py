@@ -24,7 +24,12 @@ async def serve(settings: Settings) -> None:
     nc = await connect(settings.nats_url, "ingest")
     js = nc.jetstream()
     await ensure_stream(js, settings.bus)
-    server = GrpcServer("ingest", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
+    server = GrpcServer(
+        "ingest",
+        settings.grpc_listen,
+        reuse_port=settings.grpc_reuse_port,
+        metrics_listen=settings.metrics_listen,
+    )
 
     # Load balancers and Kubernetes take an ingest that cannot queue events out of rotation.
     bus = BusHealth(

@@ -18,6 +18,7 @@ from analytics_grpc.errors import (
     unavailable,
 )
 from analytics_grpc.metadata import Context, credential_in, metadata_map
+from ingest_service import metrics
 from ingest_service.enrich.client import ClientResolver
 from ingest_service.enrich.request import RequestInfo, enrich
 from ingest_service.identity import IdentitySecretCache
@@ -185,6 +186,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             )
 
     async def _accept(
+        self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
+    ) -> list[bus_pb2.EnrichedEvent]:
+        try:
+            enriched = await self._enqueue(context, events, prefix)
+        except ServiceError as error:
+            metrics.rejected(error.code, len(events))
+            raise
+        metrics.EVENTS_ACCEPTED.inc(len(enriched))
+        return enriched
+
+    async def _enqueue(
         self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:
         metadata = metadata_map(context)

@@ -49,6 +49,7 @@ class Settings:
     default_rate_limit_burst: float
     bus: BusConfig
     log_level: str
+    metrics_listen: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +75,7 @@ class Settings:
             default_rate_limit_burst=env.float(RATE_LIMIT_BURST, 10_000, minimum=1),
             bus=BusConfig(),
             log_level=env.log_level(),
+            metrics_listen=env.metrics_listen(),
         )
 
 

@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from analytics_bus import BusConfig, deadletter
 from analytics_bus.deadletter import Reason
+from processor_service import metrics
 
 log = structlog.get_logger("analytics.processor")
 
@@ -104,6 +105,7 @@ class MaxDeliveriesWatcher:
             log.warning("dead letter could not be stored", error=str(error), stream_sequence=sequence)
             return False
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(str(Reason.MAX_DELIVERIES)).inc()
         log.warning(
             "message dead-lettered",
             reason=str(Reason.MAX_DELIVERIES),

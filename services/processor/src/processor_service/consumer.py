@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,7 @@ from analytics.v1 import bus_pb2
 from analytics_bus import BusConfig, deadletter
 from analytics_bus.deadletter import Reason
 from analytics_bus.health import round_trip
+from processor_service import metrics
 from processor_service.live import LivePublisher
 from processor_service.writer import EventWriter, InvalidEvent, Row, WriteResult, rows_of
 
@@ -153,6 +155,8 @@ class Consumer:
             return []
 
     async def _handle(self, messages: list[Msg]) -> None:
+        with contextlib.suppress(Exception):  # a message without JetStream metadata has no lag to tell
+            metrics.CONSUMER_LAG.set(messages[-1].metadata.num_pending)
         keepalive = asyncio.create_task(self._keep_alive(messages), name="keepalive")
         try:
             in_hand: list[_InHand] = []
@@ -199,6 +203,11 @@ class Consumer:
         await self._ack([item.message for item in in_hand])
         self.stored += result.inserted
         self.transactions += 1
+        rows = sum(len(item.rows) for item in in_hand)
+        metrics.BATCHES.inc()
+        metrics.MESSAGES.inc(len(in_hand))
+        metrics.ROWS_INSERTED.inc(result.inserted)
+        metrics.DUPLICATES_SKIPPED.inc(rows - result.inserted)
         log.debug("batch stored", messages=len(in_hand), inserted=result.inserted, sessions=result.sessions)
         if self._live is not None:
             await self._live.publish(result.sites)
@@ -240,12 +249,14 @@ class Consumer:
         delay = self._retry_delay_s
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
                 result = await self._writer.write(rows)
             except _REJECTED:
                 raise
             except psycopg.Error as error:
                 attempt += 1
+                metrics.WRITE_RETRIES.inc()
                 message = _first_line(error)
                 if self._stopping.is_set():
                     raise _Stopping from error
@@ -266,6 +277,7 @@ class Consumer:
                     raise _Stopping from error
                 delay = min(delay * 2, self._retry_max_delay_s)
                 continue
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
             if attempt:
                 log.info("database write succeeded after retrying", attempts=attempt + 1)
             if self._health is not None:
@@ -298,6 +310,7 @@ class Consumer:
             return
         await message.term()
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(str(reason)).inc()
         log.warning(
             "message dead-lettered",
             reason=str(reason),

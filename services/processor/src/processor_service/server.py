@@ -51,7 +51,12 @@ class ServingHealth:
 async def serve(settings: Settings) -> None:
     # Replicas on one host may share the admin port (ANALYTICS_GRPC_REUSE_PORT): any of them can list
     # and replay dead letters, which live in JetStream; they share the work through one consumer.
-    server = GrpcServer("processor", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
+    server = GrpcServer(
+        "processor",
+        settings.grpc_listen,
+        reuse_port=settings.grpc_reuse_port,
+        metrics_listen=settings.metrics_listen,
+    )
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     admin = ProcessorServicer(auth, settings.bus)
     server.add(

@@ -63,6 +63,7 @@ class Settings:
     raw_retention: timedelta | None  # None: raw events are kept for ever
     migrate_on_start: bool
     log_level: str
+    metrics_listen: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +95,7 @@ class Settings:
             raw_retention=timedelta(days=retention_days) if retention_days else None,
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.log_level(),
+            metrics_listen=env.metrics_listen(),
         )
 
 

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
@@ -55,6 +56,22 @@ async def run_until_drained(
         await asyncio.gather(*tasks)
 
 
+_COUNTERS = (
+    ("analytics_processor_rows_inserted_total", {}),
+    ("analytics_processor_duplicates_skipped_total", {}),
+    ("analytics_processor_messages_total", {}),
+    *(
+        ("analytics_processor_dead_letters_total", {"reason": r})
+        for r in ("undecodable", "invalid", "rejected")
+    ),
+)
+
+
+def counters() -> list[float]:
+    """The processor's counters in this process (the registry is shared: tests compare deltas)."""
+    return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in _COUNTERS]
+
+
 async def dead_letters(js: JetStreamContext, bus: BusConfig) -> list[deadletter.DeadLetter]:
     entries, _ = await deadletter.page(js, bus.deadletter, 1, 100)
     return entries
@@ -85,11 +102,15 @@ async def test_consumer_stores_each_event_once_and_dead_letters_poison(
     await js.publish(bus.subject, sibling.SerializeToString())
 
     consumer = consumer_for(analytics_pool, nc, bus)
+    before = counters()
     await run_until_drained([consumer], js, bus, drained)
 
     assert await count(analytics_pool, site) == 52
     assert consumer.stored == 52
     assert consumer.dead_lettered == 3
+    # What /metrics shows: 52 rows new, the redelivered batch's 50 skipped, four messages stored
+    # (the first batch twice, the old one and the poison's sibling), one dead letter per reason.
+    assert [a - b for a, b in zip(counters(), before, strict=True)] == [52, 50, 4, 1, 1, 1]
     entries = await dead_letters(js, bus)
     assert [(e.reason, e.original_sequence) for e in entries] == [
         ("undecodable", poison.seq),

@@ -12,13 +12,14 @@ from analytics.v1 import auth_pb2, query_pb2, query_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
 from analytics_grpc.metadata import Context, credential
+from analytics_observability.metrics import observe_report
 from query_service import event_reports, plausible
 from query_service.answer import Answer, run
 from query_service.reports import stats
 from query_service.reports.daily_stats import daily_stats
 from query_service.request import authorize, authorize_site, parse_query, parse_site_uuid
 from query_service.snapshot import Snapshots
-from query_service.spec import StatsQuery
+from query_service.spec import StatsQuery, is_time_dimension
 
 DEFAULT_TOP_PATHS = 10
 MAX_TOP_PATHS = 1000
@@ -66,6 +67,18 @@ def encode(answer: Answer, query: StatsQuery) -> query_pb2.QueryResponse:
     return response
 
 
+def report_name(query: StatsQuery) -> str:
+    """The report a query is, for its latency metric: ``aggregate`` (no dimension), ``timeseries``
+    (time only) or ``breakdown``; ``_comparison`` when it also answers for another period."""
+    if not query.dimensions:
+        name = "aggregate"
+    elif all(is_time_dimension(dimension) for dimension in query.dimensions):
+        name = "timeseries"
+    else:
+        name = "breakdown"
+    return f"{name}_comparison" if query.comparison is not None else name
+
+
 class Reports:
     """Runs a typed query for a site the caller may read: the one path both front doors take."""
 
@@ -98,7 +111,9 @@ class Reports:
                             for i, reason in bad
                         ]
                     )
-                answers.append((await run(conn, query), query))
+                with observe_report(report_name(query)):
+                    answer = await run(conn, query)
+                answers.append((answer, query))
         return answers
 
 
@@ -137,7 +152,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         principal = await self._auth.authenticate(api_key, str(site_id))
         principal.require(auth_pb2.SCOPE_READ)
         async with self._snapshots.snapshot(context.time_remaining()) as conn:
-            stats_of_day = await daily_stats(conn, site_id, day, limit)
+            with observe_report("daily_stats"):
+                stats_of_day = await daily_stats(conn, site_id, day, limit)
         return query_pb2.GetDailyStatsResponse(
             site_id=str(site_id),
             date=day.isoformat(),

@@ -20,6 +20,7 @@ class Settings:
     auth_cache_ttl_s: float
     statement_timeout_ms: int
     log_level: str
+    metrics_listen: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -32,4 +33,5 @@ class Settings:
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
             log_level=env.log_level(),
+            metrics_listen=env.metrics_listen(),
         )
