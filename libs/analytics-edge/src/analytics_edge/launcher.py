@@ -53,12 +53,18 @@ def write_edge(
     upstreams: Sequence[str],
     table: Path = DEFAULT_TABLE,
     descriptor: bytes | None = None,
+    dns_upstreams: bool = False,
+    files_at: str | None = None,
 ) -> EdgeFiles:
     """Renders the Envoy configuration, the OpenAPI document and the docs page into ``directory``.
 
-    ``upstreams`` are ``name=host:port`` pairs, one per upstream the route table names.
+    ``upstreams`` are ``name=host:port`` pairs, one per upstream the route table names;
+    ``dns_upstreams`` resolves their hosts to every address (Kubernetes headless Services).
+    ``files_at`` is the directory Envoy finds the files in when it runs elsewhere (a ConfigMap
+    mounted in a pod); by default, ``directory``.
     """
     files = EdgeFiles(directory.resolve())
+    served = EdgeFiles(Path(files_at)) if files_at else files
     files.directory.mkdir(parents=True, exist_ok=True)
     data = descriptor if descriptor is not None else openapi.default_descriptor_set()
     descriptor_set = openapi.load_descriptor_set(data)
@@ -72,10 +78,11 @@ def write_edge(
     settings = envoy.EdgeSettings(
         listen=envoy.Address.parse(listen),
         admin=envoy.Address.parse(admin),
-        descriptor_path=str(files.descriptor),
+        descriptor_path=str(served.descriptor),
         upstreams=_upstreams(upstreams),
-        openapi_path=str(files.openapi),
-        docs_path=str(files.docs),
+        openapi_path=str(served.openapi),
+        docs_path=str(served.docs),
+        dns_upstreams=dns_upstreams,
     )
     config = envoy.render(settings, envoy.RouteTable.load(table), descriptor_set)
     files.config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -130,7 +137,13 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _render(args: argparse.Namespace) -> EdgeFiles:
     return write_edge(
-        args.dir, listen=args.listen, admin=args.admin, upstreams=args.upstream, table=args.table
+        args.dir,
+        listen=args.listen,
+        admin=args.admin,
+        upstreams=args.upstream,
+        table=args.table,
+        dns_upstreams=getattr(args, "dns_upstreams", False),
+        files_at=getattr(args, "files_at", None),
     )
 
 
@@ -138,6 +151,16 @@ def add_render_cli(parser: argparse.ArgumentParser) -> None:
     """The `envoy` subcommand: writes Envoy's configuration, the OpenAPI document and the docs page."""
     _add_render_arguments(parser)
     parser.add_argument("--validate", action="store_true", help="then check it with `envoy --mode validate`")
+    parser.add_argument(
+        "--dns-upstreams",
+        action="store_true",
+        help="resolve upstream hosts to all their addresses (Kubernetes headless Services)",
+    )
+    parser.add_argument(
+        "--files-at",
+        metavar="DIR",
+        help="directory Envoy reads the written files from when it runs elsewhere (default: --dir)",
+    )
     parser.set_defaults(run=_run_render)
 
 
@@ -148,6 +171,8 @@ def validate(files: EdgeFiles) -> subprocess.CompletedProcess[str]:
 
 
 def _run_render(args: argparse.Namespace) -> int:
+    if args.validate and args.files_at:
+        raise ValueError("--validate checks the files where they are written; it cannot with --files-at")
     files = _render(args)
     print(f"envoy: configuration written to {files.config}")
     if args.validate:

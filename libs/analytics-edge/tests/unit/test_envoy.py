@@ -10,6 +10,7 @@ import pytest
 from google.api import annotations_pb2
 
 from analytics_edge import envoy, launcher, openapi
+from analytics_edge.__main__ import main
 
 UPSTREAMS = [
     f"{name}=127.0.0.1:{port}" for name, port in (("auth", 1), ("ingest", 2), ("query", 3), ("processor", 4))
@@ -151,3 +152,31 @@ def test_envoy_accepts_the_rendering(tmp_path: Path) -> None:
     # And refuses a broken one, so the check above can fail.
     files.config.write_text(files.config.read_text().replace('"LEAST_REQUEST"', '"NO_SUCH_POLICY"'))
     assert launcher.validate(files).returncode != 0
+
+
+def test_a_rendering_for_kubernetes_resolves_services_and_reads_its_files_where_mounted(
+    tmp_path: Path,
+) -> None:
+    upstreams = [f"--upstream={n}={n}.analytics.svc.cluster.local:50051" for n in ("auth", "ingest", "query")]
+    argv = ["envoy", "--dir", str(tmp_path), *upstreams, "--upstream=processor=processor:50051"]
+    assert main([*argv, "--dns-upstreams", "--files-at", "/etc/envoy"]) == 0
+    config = json.loads((tmp_path / launcher.CONFIG_NAME).read_text())
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert {c["type"] for c in clusters.values()} == {"STRICT_DNS"}
+    endpoint = clusters["ingest"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "ingest.analytics.svc.cluster.local",
+        "port_value": 50051,
+    }
+    text = json.dumps(config)
+    for name in ("descriptor_set.binpb", "openapi.json", "docs.html"):
+        assert f'"/etc/envoy/{name}"' in text
+        assert (tmp_path / name).exists()
+    assert str(tmp_path) not in text
+    # Without them: static addresses and the files where they were written.
+    assert main(argv) == 0
+    config = json.loads((tmp_path / launcher.CONFIG_NAME).read_text())
+    assert {c["type"] for c in config["static_resources"]["clusters"]} == {"STATIC"}
+    assert "/etc/envoy" not in json.dumps(config)
+    with pytest.raises(SystemExit):
+        main([*argv, "--files-at", "/etc/envoy", "--validate"])
