@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import nats
@@ -58,6 +59,13 @@ class BusConfig:
     # another processor (or its restart) has them again within that time.
     backoff_s: tuple[float, ...] = (10.0, 30.0, 120.0, 300.0, 600.0)
     deadletter: DeadLetterConfig = DeadLetterConfig()
+
+    def replicated(self, replicas: int) -> BusConfig:
+        """The same streams kept on ``replicas`` JetStream servers each (1 on a single server; 3 in
+        a cluster survives the loss of one). Ingest and processors must agree: each applies it."""
+        return dataclasses.replace(
+            self, replicas=replicas, deadletter=dataclasses.replace(self.deadletter, replicas=replicas)
+        )
 
     @property
     def advisory_subject(self) -> str:

@@ -132,6 +132,9 @@ class Env:
     def auth_cache_ttl_s(self) -> builtins.float:
         return self.float(names.AUTH_CACHE_TTL_S, 10.0, minimum=0, maximum=3600)
 
+    def stream_replicas(self) -> builtins.int:
+        return self.int(names.STREAM_REPLICAS, 1, minimum=1, maximum=5)
+
     def metrics_listen(self) -> builtins.str | None:
         """Where /metrics is served (host:port), or None for no endpoint."""
         if self.optional_str(names.METRICS_LISTEN) is None:

@@ -73,7 +73,7 @@ class Settings:
             country_header=env.str(COUNTRY_HEADER, "cf-ipcountry").lower(),
             default_rate_limit_per_s=env.float(RATE_LIMIT_PER_S, 5000, minimum=1),
             default_rate_limit_burst=env.float(RATE_LIMIT_BURST, 10_000, minimum=1),
-            bus=BusConfig(),
+            bus=BusConfig().replicated(env.stream_replicas()),
             log_level=env.log_level(),
             metrics_listen=env.metrics_listen(),
         )

@@ -84,7 +84,7 @@ class Settings:
             nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
-            bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff),
+            bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff).replicated(env.stream_replicas()),
             fetch_batch=env.int(FETCH_BATCH, 64, minimum=1, maximum=10_000),
             fetch_timeout_s=env.float(FETCH_TIMEOUT_S, 0.5, minimum=0.05, maximum=30),
             fetch_linger_s=env.float(FETCH_LINGER_S, 0.1, minimum=0, maximum=5),

@@ -54,6 +54,21 @@ def test_backoff_and_max_deliver_are_configurable_and_checked() -> None:
         Settings.from_env({**BASE, "ANALYTICS_PROCESSOR_RETRY_MAX_DELAY_S": "0.1"})
 
 
+def test_stream_replicas_apply_to_every_stream_and_metrics_may_be_served() -> None:
+    settings = Settings.from_env(BASE)
+    assert (settings.bus.replicas, settings.bus.deadletter.replicas, settings.metrics_listen) == (1, 1, None)
+    settings = Settings.from_env(
+        {**BASE, "ANALYTICS_STREAM_REPLICAS": "3", "ANALYTICS_METRICS_LISTEN": "0.0.0.0:9464"}
+    )
+    assert (settings.bus.replicas, settings.bus.deadletter.replicas) == (3, 3)
+    assert settings.bus.backoff_s == (10.0, 30.0, 120.0, 300.0, 600.0)
+    assert settings.metrics_listen == "0.0.0.0:9464"
+    with pytest.raises(SettingsError, match="ANALYTICS_STREAM_REPLICAS=7 is above the maximum 5"):
+        Settings.from_env({**BASE, "ANALYTICS_STREAM_REPLICAS": "7"})
+    with pytest.raises(SettingsError, match="ANALYTICS_METRICS_LISTEN='9464' is not host:port"):
+        Settings.from_env({**BASE, "ANALYTICS_METRICS_LISTEN": "9464"})
+
+
 def test_command_line_settings() -> None:
     settings = CliSettings.from_env({"ANALYTICS_PROCESSOR_ADDR": "proc:1", "ANALYTICS_ADMIN_TOKEN": "t"})
     assert settings == CliSettings("proc:1", "t")
