@@ -19,6 +19,11 @@ from analytics_observability.metrics import MetricsServer
 
 log = structlog.get_logger("analytics.server")
 
+# The health entry that answers SERVING for as long as the process's event loop does, whatever its
+# dependencies: Kubernetes' liveness probe asks it, so a NATS or database outage (readiness, the
+# overall entry "", goes NOT_SERVING) takes a pod out of rotation without restarting it.
+LIVENESS_SERVICE = "liveness"
+
 # Generous message size: a batch of 1000 events with properties can pass a few MiB.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Request metadata a call may carry: twice what Envoy accepts as request headers (60 KiB).
@@ -85,6 +90,7 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot listen on {self.listen}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.metrics is not None:
             try:
                 metrics_port = self.metrics.start()
