@@ -11,6 +11,7 @@ BUF := .tools/node_modules/.bin/buf
 DESCRIPTOR := libs/analytics-proto/src/analytics/v1/descriptor_set.binpb
 PROTOS := $(shell find proto -name '*.proto')
 PYPROJECTS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+K8S_EDGE := deploy/k8s/base/edge
 T ?=
 PYTEST_ARGS ?=
 
@@ -24,6 +25,10 @@ $(STAMPS)/system: deploy/local/install-system.sh deploy/local/apt-install.sh
 
 $(STAMPS)/python: requirements/dev.txt $(PYPROJECTS) deploy/local/install-python.sh
 	@deploy/local/install-python.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/k8s-tools: requirements/k8s.txt deploy/local/install-k8s-tools.sh
+	@deploy/local/install-k8s-tools.sh
 	@mkdir -p $(STAMPS) && touch $@
 
 $(DESCRIPTOR): $(PROTOS) scripts/proto_codegen.sh $(STAMPS)/python
@@ -44,24 +49,41 @@ proto: $(STAMPS)/python ## Generate Python code and the descriptor set from prot
 .PHONY: requirements
 requirements: ## Re-pin requirements/*.txt from requirements/*.in
 	@$(PY) -m pip install --quiet pip-tools
-	@cd requirements && for f in runtime dev; do \
+	@cd requirements && for f in runtime dev k8s; do \
 	  ../$(PY) -m piptools compile --quiet --strip-extras --no-header --allow-unsafe \
 	    --no-emit-index-url --no-emit-trusted-host --no-emit-find-links $$f.in -o $$f.txt; done
 
+.PHONY: k8s-render
+k8s-render: $(STAMPS)/python $(DESCRIPTOR) ## Render Envoy's files for deploy/k8s from the descriptor set and the route table
+	@$(PY) -m analytics_edge envoy --dir $(K8S_EDGE) --listen 0.0.0.0:8080 --admin 0.0.0.0:9901 \
+	  --dns-upstreams --files-at /etc/envoy $(foreach u,auth ingest query processor,--upstream $(u)=$(u):50051)
+
+.PHONY: k8s-lint
+k8s-lint: k8s-render $(STAMPS)/k8s-tools ## Build every deploy/k8s overlay and check it offline (schemas, checkov, yamllint, Envoy)
+	@$(PY) scripts/k8s_validate.py
+
 .PHONY: lint
-lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) ## Run ruff, mypy, buf lint and Envoy's check of the edge configuration
+lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) k8s-render $(STAMPS)/k8s-tools ## Run ruff, mypy, buf lint, Envoy's check of the edge configuration and the k8s checks
 	@echo "==> lint: ruff" && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	@echo "==> lint: mypy" && $(VENV)/bin/mypy libs/*/src services/*/src
 	@echo "==> lint: buf" && $(BUF) lint "$(DESCRIPTOR)#format=binpb" --path analytics --config proto/buf.yaml
 	@echo "==> lint: envoy" && $(PY) -m analytics_edge envoy --validate --dir build/edge-lint \
 	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154,--upstream $(u))
+	@echo "==> lint: k8s" && $(PY) scripts/k8s_validate.py
+
+IMAGE ?= analytics:0.1.0
+IMAGE_BASE ?=
+.PHONY: image
+image: ## Build the services' image with podman (IMAGE=analytics:0.1.0, IMAGE_BASE=another bookworm base)
+	@command -v podman >/dev/null || deploy/local/apt-install.sh podman
+	@podman build -f deploy/image/Containerfile $(if $(IMAGE_BASE),--build-arg BASE=$(IMAGE_BASE)) -t $(IMAGE) .
 
 .PHONY: fmt
 fmt: $(STAMPS)/python ## Format and auto-fix the code
 	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
 .PHONY: test
-test: setup ## Run unit, integration and end-to-end tests (T=path to narrow)
+test: setup k8s-render $(STAMPS)/k8s-tools ## Run unit, integration and end-to-end tests (T=path to narrow)
 	@$(VENV)/bin/pytest $(or $(T),) $(PYTEST_ARGS)
 
 .PHONY: run
