@@ -12,6 +12,7 @@ import nats
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from analytics.v1 import auth_pb2, bus_pb2, events_pb2, ingest_pb2
 from analytics_bus import BusConfig, ensure_stream
@@ -252,6 +253,21 @@ async def test_client_stream_queues_everything_in_groups(harness: Harness) -> No
                 events[bad_at - start].path = "oops"
             yield ingest_pb2.TrackStreamRequest(events=events)
 
+    stream = {"grpc_service": "analytics.v1.IngestService", "grpc_method": "TrackStream"}
+    samples = (
+        ("grpc_server_handled_total", {**stream, "grpc_type": "client_stream", "grpc_code": "OK"}),
+        (
+            "grpc_server_handled_total",
+            {**stream, "grpc_type": "client_stream", "grpc_code": "INVALID_ARGUMENT"},
+        ),
+        ("analytics_ingest_events_accepted_total", {}),
+        ("analytics_ingest_events_rejected_total", {"reason": "invalid"}),
+    )
+
+    def counters() -> list[float]:  # this process's registry, shared by every test: compare deltas
+        return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in samples]
+
+    before = counters()
     reply = await harness.ingest.TrackStream(messages(2500), metadata=(("x-api-key", key),))
     assert reply.accepted == 2500
     events = await harness.stored_events()
@@ -264,3 +280,5 @@ async def test_client_stream_queues_everything_in_groups(harness: Harness) -> No
     assert fields == {"events[1234].path": "must start with /"}
     # The first full group of 1000 was queued before the bad one; the rest was not.
     assert len(await harness.stored_events()) == 3500
+    # One stream each way; 3500 events accepted, the 500 of the refused group counted as invalid.
+    assert [after - b for after, b in zip(counters(), before, strict=True)] == [1, 1, 3500, 500]
