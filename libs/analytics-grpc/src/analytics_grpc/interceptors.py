@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -136,6 +137,10 @@ async def _observed(context: Context, method: str, metrics: RpcMetrics) -> Async
         await context.abort_with_status(error.to_status())
     except grpc.aio.AbortError:
         code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        # The caller went away: a cancelled call, a deadline passed, a stream it stopped reading.
+        code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         code = grpc.StatusCode.INTERNAL
