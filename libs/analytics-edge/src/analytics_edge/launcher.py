@@ -55,13 +55,16 @@ def write_edge(
     descriptor: bytes | None = None,
     dns_upstreams: bool = False,
     files_at: str | None = None,
+    upstream_port: int | None = None,
 ) -> EdgeFiles:
     """Renders the Envoy configuration, the OpenAPI document and the docs page into ``directory``.
 
     ``upstreams`` are ``name=host:port`` pairs, one per upstream the route table names;
     ``dns_upstreams`` resolves their hosts to every address (Kubernetes headless Services).
     ``files_at`` is the directory Envoy finds the files in when it runs elsewhere (a ConfigMap
-    mounted in a pod); by default, ``directory``.
+    mounted in a pod); by default, ``directory``. With ``upstream_port``, an upstream without an
+    address is reached at ``<its name>:<upstream_port>`` (Kubernetes Services named after them), so
+    an upstream added to the route table needs no change where the edge is rendered.
     """
     files = EdgeFiles(directory.resolve())
     served = EdgeFiles(Path(files_at)) if files_at else files
@@ -79,7 +82,7 @@ def write_edge(
         listen=envoy.Address.parse(listen),
         admin=envoy.Address.parse(admin),
         descriptor_path=str(served.descriptor),
-        upstreams=_upstreams(upstreams),
+        upstreams=_upstreams(upstreams, table if upstream_port else None, upstream_port),
         openapi_path=str(served.openapi),
         docs_path=str(served.docs),
         dns_upstreams=dns_upstreams,
@@ -89,13 +92,18 @@ def write_edge(
     return files
 
 
-def _upstreams(pairs: Sequence[str]) -> dict[str, envoy.Address]:
+def _upstreams(
+    pairs: Sequence[str], table: Path | None = None, port: int | None = None
+) -> dict[str, envoy.Address]:
     result: dict[str, envoy.Address] = {}
     for pair in pairs:
         name, sep, address = pair.partition("=")
         if not sep or not name:
             raise envoy.EdgeConfigError(f"--upstream takes name=host:port, got {pair!r}")
         result[name] = envoy.Address.parse(address)
+    if table is not None and port is not None:
+        for name in envoy.RouteTable.load(table).upstreams:
+            result.setdefault(name, envoy.Address(name, port))
     return result
 
 
@@ -144,6 +152,7 @@ def _render(args: argparse.Namespace) -> EdgeFiles:
         table=args.table,
         dns_upstreams=getattr(args, "dns_upstreams", False),
         files_at=getattr(args, "files_at", None),
+        upstream_port=getattr(args, "upstream_port", None),
     )
 
 
@@ -155,6 +164,12 @@ def add_render_cli(parser: argparse.ArgumentParser) -> None:
         "--dns-upstreams",
         action="store_true",
         help="resolve upstream hosts to all their addresses (Kubernetes headless Services)",
+    )
+    parser.add_argument(
+        "--upstream-port",
+        type=int,
+        metavar="PORT",
+        help="reach every upstream without --upstream at <its name>:PORT (Kubernetes Services)",
     )
     parser.add_argument(
         "--files-at",

@@ -180,3 +180,21 @@ def test_a_rendering_for_kubernetes_resolves_services_and_reads_its_files_where_
     assert "/etc/envoy" not in json.dumps(config)
     with pytest.raises(SystemExit):
         main([*argv, "--files-at", "/etc/envoy", "--validate"])
+
+
+def test_upstreams_without_an_address_may_be_named_after_their_services(tmp_path: Path) -> None:
+    argv = ["envoy", "--dir", str(tmp_path), "--dns-upstreams", "--upstream=auth=auth.elsewhere:7000"]
+    assert main([*argv, "--upstream-port", "50051"]) == 0
+    config = json.loads((tmp_path / launcher.CONFIG_NAME).read_text())
+    addresses = {
+        c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"
+        ]
+        for c in config["static_resources"]["clusters"]
+    }
+    assert sorted(addresses) == envoy.RouteTable.load(launcher.DEFAULT_TABLE).upstreams
+    assert addresses["auth"] == {"address": "auth.elsewhere", "port_value": 7000}
+    for name in set(addresses) - {"auth"}:
+        assert addresses[name] == {"address": name, "port_value": 50051}
+    with pytest.raises(SystemExit):  # without it, every upstream needs its address
+        main(argv)
