@@ -20,11 +20,7 @@ SCHEMA = "auth"
 async def serve(settings: Settings) -> None:
     nc = await connect(settings.nats_url, "auth")
     pool = create_pool(settings.database_url, name="auth", max_size=10)
-    server = GrpcServer(
-        "auth",
-        settings.grpc_listen,
-        metrics_listen=settings.metrics_listen,
-    )
+    server = GrpcServer("auth", settings.grpc_listen, metrics_listen=settings.metrics_listen)
     server.add(
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
         AuthServicer(

@@ -36,11 +36,7 @@ async def serve(settings: Settings) -> None:
     pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     await follow_revocations(nc, auth.revoke)
-    server = GrpcServer(
-        "query",
-        settings.grpc_listen,
-        metrics_listen=settings.metrics_listen,
-    )
+    server = GrpcServer("query", settings.grpc_listen, metrics_listen=settings.metrics_listen)
     health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
     snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
     server.add(
