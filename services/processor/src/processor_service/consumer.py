@@ -155,8 +155,6 @@ class Consumer:
             return []
 
     async def _handle(self, messages: list[Msg]) -> None:
-        with contextlib.suppress(Exception):  # a message without JetStream metadata has no lag to tell
-            metrics.CONSUMER_LAG.set(messages[-1].metadata.num_pending)
         keepalive = asyncio.create_task(self._keep_alive(messages), name="keepalive")
         try:
             in_hand: list[_InHand] = []

@@ -13,7 +13,7 @@ from analytics_bus.revocations import follow_revocations
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-from processor_service import event_ids, retention
+from processor_service import event_ids, metrics, retention
 from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
@@ -24,6 +24,8 @@ from processor_service.writer import EventWriter
 SCHEMA = "analytics"
 # How often a processor forgets expired event ids (analytics.event_ids); the window is days long.
 EXPIRE_EVERY_S = 600.0
+# How often the consumer's backlog is read for /metrics (one small JetStream request).
+CONSUMER_STATE_EVERY_S = 5.0
 
 log = structlog.get_logger("analytics.processor")
 
@@ -101,7 +103,10 @@ async def serve(settings: Settings) -> None:
         }
         # Forgets claimed event ids past their window (every replica may: deletes do not collide).
         expiry = asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")
-        background = [expiry]
+        lag = asyncio.create_task(
+            metrics.watch_consumer_state(js, settings.bus, CONSUMER_STATE_EVERY_S), name="consumer-state"
+        )
+        background = [expiry, lag]
         if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
             background.append(
                 asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import bus_pb2
 from analytics_bus import BusConfig, deadletter
+from processor_service import metrics
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
 from processor_service.live import LivePublisher
@@ -111,6 +112,7 @@ async def test_consumer_stores_each_event_once_and_dead_letters_poison(
     # What /metrics shows: 52 rows new, the redelivered batch's 50 skipped, four messages stored
     # (the first batch twice, the old one and the poison's sibling), one dead letter per reason.
     assert [a - b for a, b in zip(counters(), before, strict=True)] == [52, 50, 4, 1, 1, 1]
+
     entries = await dead_letters(js, bus)
     assert [(e.reason, e.original_sequence) for e in entries] == [
         ("undecodable", poison.seq),
@@ -413,3 +415,33 @@ async def test_a_message_past_max_deliveries_becomes_a_dead_letter_and_replays(
     assert await dead_letters(js, bus) == []
     await run_until_drained([consumer_for(analytics_pool, nc, bus)], js, bus, drained)
     assert await count(analytics_pool, site) == 1
+
+
+async def test_the_lag_gauges_show_the_durable_consumers_backlog(
+    analytics_pool: AsyncConnectionPool, jetstream: JS, bus: BusConfig, make_event: Any, drained: Any
+) -> None:
+    nc, js = jetstream
+    site = uuid.uuid4()
+    for index in range(7):
+        batch = bus_pb2.EventBatch(batch_id=str(index), events=[make_event(site, f"/{index}")])
+        await js.publish(bus.subject, batch.SerializeToString())
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (
+            REGISTRY.get_sample_value("analytics_processor_consumer_lag_messages"),
+            REGISTRY.get_sample_value("analytics_processor_consumer_ack_pending_messages"),
+        )
+
+    await metrics.read_consumer_state(js, bus)
+    assert gauges() == (7, 0)
+    # Delivered and not yet acknowledged: pending acks, no longer lag.
+    subscription = await js.pull_subscribe(bus.subject, durable=bus.consumer, stream=bus.stream)
+    fetched = await subscription.fetch(3, timeout=5)
+    await metrics.read_consumer_state(js, bus)
+    assert gauges() == (4, 3)
+    for message in fetched:
+        await message.ack()
+    await subscription.unsubscribe()
+    await run_until_drained([consumer_for(analytics_pool, nc, bus)], js, bus, drained)
+    await metrics.read_consumer_state(js, bus)
+    assert gauges() == (0, 0)
