@@ -73,6 +73,12 @@ def counters() -> list[float]:
     return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in _COUNTERS]
 
 
+async def publish_each(js: JetStreamContext, bus: BusConfig, events: list[bus_pb2.EnrichedEvent]) -> None:
+    """One bus message per event, batch ids 0, 1, …"""
+    for n, event in enumerate(events):
+        await js.publish(bus.subject, bus_pb2.EventBatch(batch_id=str(n), events=[event]).SerializeToString())
+
+
 async def dead_letters(js: JetStreamContext, bus: BusConfig) -> list[deadletter.DeadLetter]:
     entries, _ = await deadletter.page(js, bus.deadletter, 1, 100)
     return entries
@@ -337,9 +343,7 @@ async def test_acks_lost_before_their_confirmation_are_sent_again_as_confirmed_r
 ) -> None:
     nc, js = jetstream
     site = uuid.uuid4()
-    for n in range(3):
-        batch = bus_pb2.EventBatch(batch_id=str(n), events=[make_event(site, f"/lost-ack/{n}")])
-        await js.publish(bus.subject, batch.SerializeToString())
+    await publish_each(js, bus, [make_event(site, f"/lost-ack/{n}") for n in range(3)])
 
     async def lost(message: Msg) -> None:
         return None
@@ -422,9 +426,7 @@ async def test_the_lag_gauges_show_the_durable_consumers_backlog(
 ) -> None:
     nc, js = jetstream
     site = uuid.uuid4()
-    for index in range(7):
-        batch = bus_pb2.EventBatch(batch_id=str(index), events=[make_event(site, f"/{index}")])
-        await js.publish(bus.subject, batch.SerializeToString())
+    await publish_each(js, bus, [make_event(site, f"/{index}") for index in range(7)])
 
     def gauges() -> tuple[float | None, float | None]:
         return (
