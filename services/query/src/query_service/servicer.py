@@ -14,9 +14,10 @@ from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
 from analytics_grpc.metadata import Context, credential
 from query_service import event_reports, plausible
 from query_service.answer import Answer, run
+from query_service.product.definitions import site_goals
 from query_service.reports import stats
 from query_service.reports.daily_stats import daily_stats
-from query_service.request import authorize, authorize_site, parse_query, parse_site_uuid
+from query_service.request import authorize, authorize_site, mentions_goals, parse_query, parse_site_uuid
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery
 
@@ -89,7 +90,8 @@ class Reports:
                 return await stats.first_event_day(conn, site_id, ZoneInfo(timezone))
 
             for request in requests:
-                query, patterns = await parse_query(request, site_id, timezone, first_day)
+                goals = await site_goals(conn, site_id) if mentions_goals(request) else ()
+                query, patterns = await parse_query(request, site_id, timezone, first_day, goals)
                 bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
                 if bad:
                     raise ServiceError.invalid(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
-from analytics_config.names import DATABASE_URL, NATS_URL
+from analytics_config.names import DATABASE_URL, MIGRATE_ON_START, NATS_URL
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 
@@ -20,6 +20,8 @@ class Settings:
     auth_cache_ttl_s: float
     statement_timeout_ms: int
     log_level: str
+    # Apply the migrations of schema query (goals, funnels) at start, under an advisory lock.
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -32,4 +34,5 @@ class Settings:
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
             log_level=env.log_level(),
+            migrate_on_start=env.bool(MIGRATE_ON_START, True),
         )
