@@ -3,18 +3,60 @@ retention cohorts. Decode, authorize, call a report or the definitions store, en
 
 from __future__ import annotations
 
-from analytics.v1 import auth_pb2, product_pb2, product_pb2_grpc
-from analytics_grpc.auth_client import AuthClient, SiteAccess
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from analytics.v1 import auth_pb2, product_pb2, product_pb2_grpc, query_pb2
+from analytics_grpc.auth_client import AuthClient, SiteAccess, SiteInfo
+from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
-from query_service.product import definitions
+from query_service.event_reports import rfc3339_range, seed_range
+from query_service.product import analysis, definitions, funnels
 from query_service.request import authorize_site
+from query_service.servicer import Reports
 from query_service.snapshot import Snapshots
+from query_service.spec import StatsQuery
+
+# Funnel requests' fields under the names the stats query gives them.
+_FUNNEL_FIELDS = {"dimensions[0]": "breakdown"}
+_SEED_FIELDS = {"date_range": "start_date"}
+
+
+def _steps(answer: Sequence[funnels.StepResult]) -> list[product_pb2.FunnelStepResult]:
+    return [
+        product_pb2.FunnelStepResult(
+            step=r.step,
+            name=r.name,
+            entered=r.entered,
+            converted=r.converted,
+            conversion_rate=r.conversion_rate,
+            conversion_rate_from_start=r.conversion_rate_from_start,
+            drop_off=r.drop_off,
+            drop_off_rate=r.drop_off_rate,
+            median_seconds_to_convert=r.median_seconds_to_convert,
+        )
+        for r in answer
+    ]
 
 
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     def __init__(self, snapshots: Snapshots, auth: AuthClient) -> None:
         self._snapshots = snapshots
         self._auth = auth
+
+    @staticmethod
+    async def _analysis(
+        conn: AsyncConnection[Any], site: SiteInfo, request: query_pb2.QueryRequest, names: dict[str, str]
+    ) -> StatsQuery:
+        """The range, filters and breakdown parsed as the stats query parses them."""
+        try:
+            query = await Reports.parse(conn, request, site.site_id, site.timezone)
+        except ServiceError as error:
+            raise analysis.renamed(error, names) from None
+        analysis.check_span(query, names.get("date_range", "date_range"))
+        return query
 
     async def _reader(self, context: Context, site_id: str) -> SiteAccess:
         return await authorize_site(self._auth, context, site_id)
@@ -112,3 +154,75 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         async with self._snapshots.write(context.time_remaining()) as conn:
             await definitions.delete_funnel(conn, access.site.site_id, funnel_id)
         return product_pb2.DeleteFunnelResponse(funnel_id=funnel_id)
+
+    # Funnel analytics.
+
+    async def _funnel(
+        self,
+        context: Context,
+        site: SiteInfo,
+        typed: query_pb2.QueryRequest,
+        *,
+        saved_id: str,
+        ad_hoc: tuple[tuple[definitions.Step, ...], int] | None,
+        names: dict[str, str],
+    ) -> product_pb2.FunnelReport:
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            if ad_hoc is None:
+                saved = await definitions.get_funnel(conn, site.site_id, saved_id)
+                if saved is None:
+                    raise ServiceError.field("funnel_id", f"no funnel {saved_id} on this site")
+                steps, window = saved.steps, saved.window_seconds
+            else:
+                steps, window = ad_hoc
+            query = await self._analysis(conn, site, typed, names)
+            answer = await funnels.funnel(conn, query, steps, window)
+        start, end = rfc3339_range(query)
+        return product_pb2.FunnelReport(
+            site_id=site.site_id,
+            funnel_id=saved_id,
+            timezone=site.timezone,
+            start=start,
+            end=end,
+            window_seconds=window,
+            steps=_steps(answer.steps),
+            breakdown=query.dimensions[0] if query.dimensions else "",
+            groups=[
+                product_pb2.FunnelGroup(value=value, steps=_steps(group)) for value, group in answer.groups
+            ],
+        )
+
+    async def QueryFunnel(
+        self, request: product_pb2.QueryFunnelRequest, context: Context
+    ) -> product_pb2.QueryFunnelResponse:
+        access = await self._reader(context, request.site_id)
+        ad_hoc: tuple[tuple[definitions.Step, ...], int] | None = None
+        saved_id = ""
+        if request.funnel_id:
+            if request.steps:
+                raise ServiceError.field("steps", "give funnel_id or steps, not both")
+            if request.window_seconds:
+                raise ServiceError.field("window_seconds", "is the saved funnel's; give it with steps only")
+            saved_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+        else:
+            ad_hoc = definitions.check_steps(request.steps), definitions.check_window(request.window_seconds)
+        typed = analysis.stats_request(
+            access.site.site_id, request.date_range, request.filters, request.breakdown
+        )
+        report = await self._funnel(
+            context, access.site, typed, saved_id=saved_id, ad_hoc=ad_hoc, names=_FUNNEL_FIELDS
+        )
+        return product_pb2.QueryFunnelResponse(report=report)
+
+    async def GetFunnelAnalytics(
+        self, request: product_pb2.GetFunnelAnalyticsRequest, context: Context
+    ) -> product_pb2.GetFunnelAnalyticsResponse:
+        access = await self._reader(context, request.site_id)
+        saved_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+        typed = analysis.stats_request(
+            access.site.site_id, seed_range(request.start_date, request.end_date), []
+        )
+        report = await self._funnel(
+            context, access.site, typed, saved_id=saved_id, ad_hoc=None, names=_SEED_FIELDS
+        )
+        return product_pb2.GetFunnelAnalyticsResponse(report=report)

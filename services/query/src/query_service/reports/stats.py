@@ -322,6 +322,17 @@ async def total_visitors(
     return int(row[0]) if row else 0
 
 
+def counted_events(
+    query: StatsQuery, max_span: timedelta
+) -> tuple[sql.Composable, Scope, Params, dict[str, object]]:
+    """FROM … WHERE of the events the query counts (its filter applied, their visits joined when
+    its dimensions are visit attributes), the aliases, and the parameters: the selection other
+    reports (funnels, retention) build on."""
+    plan = _plan(query)
+    source, scope = _events_from(plan, query)
+    return source, scope, plan.params, _base_params(query, query.range, max_span)
+
+
 async def max_session_span(conn: AsyncConnection[Any]) -> timedelta:
     """The longest stored visit: a visit holding an event at t started at or after t minus this."""
     cur = await conn.execute(sql.SQL("SELECT max_span FROM {}").format(relations.SESSION_BOUNDS))
