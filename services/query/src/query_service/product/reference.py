@@ -19,6 +19,7 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from query_service.product.definitions import Step
+from query_service.product.retention import Period, period_start, shifted
 from query_service.reference import EventRow, Visit, glob_matches, matches, visits_of
 from query_service.spec import StatsQuery
 
@@ -137,27 +138,10 @@ class RefCohort:
     dates: list[str]
 
 
-def period_start(day: date, period: str) -> date:
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    if period == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _shift(day: date, period: str, count: int) -> date:
-    if period == "day":
-        return day + timedelta(days=count)
-    if period == "week":
-        return day + timedelta(weeks=count)
-    months = day.year * 12 + day.month - 1 + count
-    return date(months // 12, months % 12 + 1, 1)
-
-
 def retention(
     query: StatsQuery,
     *,
-    period: str,
+    period: Period,
     periods: int,
     cohort_event: str,
     return_event: str,
@@ -186,7 +170,7 @@ def retention(
     last = period_start(query.range.last_day, period)
     while day <= last:
         members = [v for v, at in first.items() if local_period(at) == day]
-        dates = [_shift(day, period, n) for n in range(periods + 1)]
+        dates = [shifted(day, period, n) for n in range(periods + 1)]
         # A return counts in its period when it is not before the person's cohort event.
         returned = [
             sum(
@@ -211,5 +195,5 @@ def retention(
                 [d.isoformat() for d in dates],
             )
         )
-        day = _shift(day, period, 1)
+        day = shifted(day, period, 1)
     return cohorts

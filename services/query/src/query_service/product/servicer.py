@@ -13,8 +13,8 @@ from analytics_grpc.auth_client import AuthClient, SiteAccess, SiteInfo
 from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
 from query_service.event_reports import rfc3339_range, seed_range
-from query_service.product import analysis, definitions, funnels
-from query_service.request import authorize_site
+from query_service.product import analysis, definitions, funnels, retention
+from query_service.request import authorize_site, shown
 from query_service.servicer import Reports
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery
@@ -22,6 +22,21 @@ from query_service.spec import StatsQuery
 # Funnel requests' fields under the names the stats query gives them.
 _FUNNEL_FIELDS = {"dimensions[0]": "breakdown"}
 _SEED_FIELDS = {"date_range": "start_date"}
+DEFAULT_PERIODS = 8
+DEFAULT_SEED_DAYS = 7
+
+
+def _event(value: str, field: str) -> str:
+    name = value.strip()
+    if len(name) > definitions.MAX_EVENT_NAME:
+        raise ServiceError.field(field, f"must be at most {definitions.MAX_EVENT_NAME} characters")
+    return definitions.STORED_PAGEVIEW if name.lower() in definitions.PAGEVIEW_NAMES else name
+
+
+def _periods(value: int, default: int, field: str) -> int:
+    if value > retention.MAX_PERIODS:
+        raise ServiceError.field(field, f"must be between 1 and {retention.MAX_PERIODS}, got {value}")
+    return value or default
 
 
 def _steps(answer: Sequence[funnels.StepResult]) -> list[product_pb2.FunnelStepResult]:
@@ -226,3 +241,83 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             context, access.site, typed, saved_id=saved_id, ad_hoc=None, names=_SEED_FIELDS
         )
         return product_pb2.GetFunnelAnalyticsResponse(report=report)
+
+    # Retention.
+
+    async def _retention(
+        self,
+        context: Context,
+        site: SiteInfo,
+        typed: query_pb2.QueryRequest,
+        settings: tuple[retention.Period, int, str, str],
+        names: dict[str, str],
+    ) -> product_pb2.RetentionReport:
+        period, periods, cohort_event, return_event = settings
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            query = await self._analysis(conn, site, typed, names)
+            cohorts = await retention.retention(
+                conn,
+                query,
+                period=period,
+                periods=periods,
+                cohort_event=cohort_event,
+                return_event=return_event,
+            )
+        start, end = rfc3339_range(query)
+        return product_pb2.RetentionReport(
+            site_id=site.site_id,
+            timezone=site.timezone,
+            start=start,
+            end=end,
+            period=period,
+            cohort_event=cohort_event,
+            return_event=return_event,
+            cohorts=[
+                product_pb2.RetentionCohort(
+                    date=c.date,
+                    size=c.size,
+                    periods=[
+                        product_pb2.RetentionPeriod(
+                            period=p.period, date=p.date, returned=p.returned, percentage=p.percentage
+                        )
+                        for p in c.periods
+                    ],
+                )
+                for c in cohorts
+            ],
+        )
+
+    async def QueryRetention(
+        self, request: product_pb2.QueryRetentionRequest, context: Context
+    ) -> product_pb2.QueryRetentionResponse:
+        access = await self._reader(context, request.site_id)
+        period = request.period or "day"
+        if period not in retention.PERIODS:
+            raise ServiceError.field(
+                "period", f"must be one of {', '.join(retention.PERIODS)}, got {shown(request.period)}"
+            )
+        settings = (
+            period,
+            _periods(request.periods, DEFAULT_PERIODS, "periods"),
+            _event(request.cohort_event, "cohort_event"),
+            _event(request.return_event, "return_event"),
+        )
+        typed = analysis.stats_request(access.site.site_id, request.date_range, request.filters)
+        report = await self._retention(context, access.site, typed, settings, {})
+        return product_pb2.QueryRetentionResponse(report=report)
+
+    async def GetRetention(
+        self, request: product_pb2.GetRetentionRequest, context: Context
+    ) -> product_pb2.GetRetentionResponse:
+        access = await self._reader(context, request.site_id)
+        settings: tuple[retention.Period, int, str, str] = (
+            "day",
+            _periods(request.days, DEFAULT_SEED_DAYS, "days"),
+            _event(request.cohort, "cohort"),
+            "",
+        )
+        typed = analysis.stats_request(
+            access.site.site_id, seed_range(request.start_date, request.end_date), []
+        )
+        report = await self._retention(context, access.site, typed, settings, _SEED_FIELDS)
+        return product_pb2.GetRetentionResponse(report=report)

@@ -1,0 +1,144 @@
+"""The retention report: cohorts of people by the local period (day, week, month) of their first
+cohort event in the range, and how many of each return in each later period.
+
+People are visitor ids (see funnels). The SQL selects the events the stats query counts (its
+filter) from the range's start to the end of the last cohort's last reported period, takes each
+person's first cohort event inside the range, and counts, per cohort and local period, the people
+with a return event at or after that first event. Periods are read in the site's time zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from fractions import Fraction
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection, sql
+
+from query_service import timerange
+from query_service.metrics import rounded
+from query_service.reports import stats
+from query_service.spec import StatsQuery, TimeRange
+
+Period = Literal["day", "week", "month"]
+PERIODS: tuple[Period, ...] = ("day", "week", "month")
+MAX_PERIODS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class CohortPeriod:
+    period: int
+    date: str
+    returned: int
+    percentage: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    date: str
+    size: int
+    periods: list[CohortPeriod]
+
+
+def period_start(day: date, period: Period) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def shifted(start: date, period: Period, count: int) -> date:
+    """The start of the period ``count`` periods after the one starting at ``start``."""
+    if period == "day":
+        return start + timedelta(days=count)
+    if period == "week":
+        return start + timedelta(weeks=count)
+    month = start.month - 1 + count
+    return date(start.year + month // 12, month % 12 + 1, 1)
+
+
+def cohort_days(span: TimeRange, zone: ZoneInfo, period: Period) -> list[date]:
+    """The starts of the periods the range's local days fall in."""
+    first = timerange.local(span.start, zone).date()
+    last = timerange.local(span.end - timedelta(microseconds=1), zone).date()
+    found: list[date] = []
+    day = period_start(first, period)
+    while day <= last:
+        found.append(day)
+        day = shifted(day, period, 1)
+    return found
+
+
+async def retention(
+    conn: AsyncConnection[Any],
+    query: StatsQuery,
+    *,
+    period: Period,
+    periods: int,
+    cohort_event: str,
+    return_event: str,
+) -> list[Cohort]:
+    zone = ZoneInfo(query.timezone)
+    starts = cohort_days(query.range, zone, period)
+    returns_end = timerange.day_start(shifted(starts[-1], period, periods + 1), zone)
+    extended = replace(query, range=TimeRange(query.range.start, max(returns_end, query.range.end)))
+    max_span = await stats.max_session_span(conn)
+    source, _, params, values = stats.counted_events(extended, max_span)
+
+    def local_period(column: str) -> sql.Composable:
+        return sql.SQL("date_trunc({}, {} AT TIME ZONE %(tz)s)::date").format(
+            sql.Literal(period), sql.SQL(column)
+        )
+
+    cohort_test = sql.SQL(" AND name = %(cohort_event)s") if cohort_event else sql.SQL("")
+    return_test = sql.SQL(" AND ev.name = %(return_event)s") if return_event else sql.SQL("")
+    statement = sql.SQL(
+        "WITH ev AS (SELECT e.visitor_id, e.time, e.name {source}),"
+        " firsts AS (SELECT visitor_id, min(time) AS first_at FROM ev"
+        " WHERE time < %(cohort_end)s{cohort_test} GROUP BY visitor_id),"
+        " cohorts AS (SELECT visitor_id, first_at, {cohort_period} AS cohort FROM firsts),"
+        " returns AS (SELECT DISTINCT c.cohort, c.visitor_id, {return_period} AS p"
+        " FROM cohorts c JOIN ev ON ev.visitor_id = c.visitor_id AND ev.time >= c.first_at{return_test})"
+        " SELECT cohort, NULL::date, count(*) FROM cohorts GROUP BY cohort"
+        " UNION ALL SELECT cohort, p, count(*) FROM returns GROUP BY cohort, p"
+    ).format(
+        source=source,
+        cohort_test=cohort_test,
+        cohort_period=local_period("first_at"),
+        return_period=local_period("ev.time"),
+        return_test=return_test,
+    )
+    cur = await conn.execute(
+        statement,
+        {
+            **values,
+            **params.values,
+            "cohort_end": query.range.end,
+            "cohort_event": cohort_event,
+            "return_event": return_event,
+        },
+    )
+    sizes: dict[date, int] = {}
+    returned: dict[tuple[date, date], int] = {}
+    for cohort, at, count in await cur.fetchall():
+        if at is None:
+            sizes[cohort] = int(count)
+        else:
+            returned[cohort, at] = int(count)
+    answer: list[Cohort] = []
+    for start in starts:
+        size = sizes.get(start, 0)
+        rows = []
+        for index in range(periods + 1):
+            day = shifted(start, period, index)
+            count = returned.get((start, day), 0)
+            rows.append(
+                CohortPeriod(
+                    index, day.isoformat(), count, rounded(Fraction(100 * count, size), 2) if size else 0.0
+                )
+            )
+        answer.append(Cohort(start.isoformat(), size, rows))
+    return answer
