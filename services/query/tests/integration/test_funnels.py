@@ -359,3 +359,21 @@ async def test_seed_funnel_analytics_uses_the_keys_site(query_stack: QueryStack)
             metadata=(("x-api-key", key),),
         )
     assert "end_date" in violations(bad.value)
+
+
+async def test_a_sites_definitions_are_deleted_with_it(query_stack: QueryStack) -> None:
+    """Site deletion removes the site's goals and funnels, and no other site's."""
+    site_id, _ = await query_stack.site()
+    other, _ = await query_stack.site()
+    for site in (site_id, other):
+        await _create(query_stack, site, name="F", steps=[{"eventName": "a"}, {"eventName": "b"}])
+        await query_stack.product.CreateGoal(
+            product_pb2.CreateGoalRequest(site_id=site, goal=product_pb2.GoalDefinition(event_name="a")),
+            metadata=ADMIN_MD,
+        )
+    async with query_stack.pool.connection() as conn:
+        assert await definitions.delete_site_definitions(conn, site_id) == 2
+        assert await definitions.list_goals(conn, site_id) == []
+        assert await definitions.list_funnels(conn, site_id) == []
+        assert len(await definitions.list_goals(conn, other)) == 1
+        assert len(await definitions.list_funnels(conn, other)) == 1
