@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -115,36 +116,16 @@ async def test_funnels_equal_the_reference(query_stack: QueryStack, data: st.Dat
         got = await funnels.funnel(conn, query, steps, window)
     want_steps, want_groups = product_reference.funnel(query, steps, window, rows)
 
-    def shown(results: list[funnels.StepResult]) -> list[tuple[Any, ...]]:
+    def shown(
+        results: Sequence[funnels.StepResult] | Sequence[product_reference.RefStep],
+    ) -> list[tuple[Any, ...]]:
+        fields = ("entered", "converted", "conversion_rate", "conversion_rate_from_start", "drop_off")
         return [
-            (
-                r.entered,
-                r.converted,
-                r.conversion_rate,
-                r.conversion_rate_from_start,
-                r.drop_off,
-                r.drop_off_rate,
-                r.median_seconds_to_convert,
-            )
-            for r in results
+            (*(getattr(r, f) for f in fields), r.drop_off_rate, r.median_seconds_to_convert) for r in results
         ]
 
-    def expected(results: list[product_reference.RefStep]) -> list[tuple[Any, ...]]:
-        return [
-            (
-                r.entered,
-                r.converted,
-                r.conversion_rate,
-                r.conversion_rate_from_start,
-                r.drop_off,
-                r.drop_off_rate,
-                r.median_seconds_to_convert,
-            )
-            for r in results
-        ]
-
-    assert shown(got.steps) == expected(want_steps), (chosen, window)
-    assert [(v, shown(g)) for v, g in got.groups] == [(v, expected(g)) for v, g in want_groups]
+    assert shown(got.steps) == shown(want_steps), (chosen, window)
+    assert [(v, shown(g)) for v, g in got.groups] == [(v, shown(g)) for v, g in want_groups]
 
 
 async def _create(stack: QueryStack, site_id: str, **fields: Any) -> product_pb2.Funnel:

@@ -106,21 +106,39 @@ def rfc3339(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_uuid(value: str, field: str) -> str:
-    if not value:
-        raise ServiceError.field(field, "is required")
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ServiceError.field(field, f"must be a UUID, got {shown(value)}") from None
-
-
 def _not_found(what: str, ident: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, f"no {what} {ident} on this site")
 
 
 def funnel_not_found(funnel_id: str) -> ServiceError:
     return _not_found("funnel", funnel_id)
+
+
+async def _site_rows(
+    conn: AsyncConnection[Any], table: sql.Identifier, columns: sql.Composable, key: str, site_id: str
+) -> list[Any]:
+    """A site's rows of a definitions table, oldest first."""
+    cur = await conn.execute(
+        sql.SQL("SELECT {} FROM {} WHERE site_id = %s ORDER BY created_at, {}").format(
+            columns, table, sql.Identifier(key)
+        ),
+        (site_id,),
+    )
+    return await cur.fetchall()
+
+
+async def _delete_one(
+    conn: AsyncConnection[Any], table: sql.Identifier, key: tuple[str, str], site_id: str, ident: str
+) -> None:
+    """Deletes one definition; NOT_FOUND when the site has none of that id. ``key``: its id
+    column and what it is called in the message."""
+    column, what = key
+    cur = await conn.execute(
+        sql.SQL("DELETE FROM {} WHERE site_id = %s AND {} = %s").format(table, sql.Identifier(column)),
+        (site_id, ident),
+    )
+    if cur.rowcount == 0:
+        raise _not_found(what, ident)
 
 
 # Goals.
@@ -208,21 +226,11 @@ async def update_goal(
 
 
 async def list_goals(conn: AsyncConnection[Any], site_id: str) -> list[GoalRow]:
-    cur = await conn.execute(
-        sql.SQL("SELECT {} FROM {} WHERE site_id = %s ORDER BY created_at, goal_id").format(
-            _GOAL_COLUMNS, GOALS
-        ),
-        (site_id,),
-    )
-    return [_goal(row) for row in await cur.fetchall()]
+    return [_goal(row) for row in await _site_rows(conn, GOALS, _GOAL_COLUMNS, "goal_id", site_id)]
 
 
 async def delete_goal(conn: AsyncConnection[Any], site_id: str, goal_id: str) -> None:
-    cur = await conn.execute(
-        sql.SQL("DELETE FROM {} WHERE site_id = %s AND goal_id = %s").format(GOALS), (site_id, goal_id)
-    )
-    if cur.rowcount == 0:
-        raise _not_found("goal", goal_id)
+    await _delete_one(conn, GOALS, ("goal_id", "goal"), site_id, goal_id)
 
 
 async def site_goals(conn: AsyncConnection[Any], site_id: str) -> tuple[Goal, ...]:
@@ -350,13 +358,7 @@ async def update_funnel(
 
 
 async def list_funnels(conn: AsyncConnection[Any], site_id: str) -> list[FunnelRow]:
-    cur = await conn.execute(
-        sql.SQL("SELECT {} FROM {} WHERE site_id = %s ORDER BY created_at, funnel_id").format(
-            _FUNNEL_COLUMNS, FUNNELS
-        ),
-        (site_id,),
-    )
-    return [_funnel(row) for row in await cur.fetchall()]
+    return [_funnel(row) for row in await _site_rows(conn, FUNNELS, _FUNNEL_COLUMNS, "funnel_id", site_id)]
 
 
 async def get_funnel(conn: AsyncConnection[Any], site_id: str, funnel_id: str) -> FunnelRow | None:
@@ -369,11 +371,7 @@ async def get_funnel(conn: AsyncConnection[Any], site_id: str, funnel_id: str) -
 
 
 async def delete_funnel(conn: AsyncConnection[Any], site_id: str, funnel_id: str) -> None:
-    cur = await conn.execute(
-        sql.SQL("DELETE FROM {} WHERE site_id = %s AND funnel_id = %s").format(FUNNELS), (site_id, funnel_id)
-    )
-    if cur.rowcount == 0:
-        raise funnel_not_found(funnel_id)
+    await _delete_one(conn, FUNNELS, ("funnel_id", "funnel"), site_id, funnel_id)
 
 
 async def delete_site_definitions(conn: AsyncConnection[Any], site_id: str) -> int:

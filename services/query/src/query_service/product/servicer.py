@@ -14,7 +14,7 @@ from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
 from query_service.event_reports import rfc3339_range, seed_range
 from query_service.product import analysis, definitions, funnels, retention
-from query_service.request import authorize_site, shown
+from query_service.request import authorize_site, parse_site_uuid, shown
 from query_service.servicer import Reports
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery
@@ -24,6 +24,17 @@ _FUNNEL_FIELDS = {"dimensions[0]": "breakdown"}
 _SEED_FIELDS = {"date_range": "start_date"}
 DEFAULT_PERIODS = 8
 DEFAULT_SEED_DAYS = 7
+
+
+def _funnel_definition(
+    request: product_pb2.CreateFunnelRequest | product_pb2.UpdateFunnelRequest,
+) -> tuple[str, tuple[definitions.Step, ...], int]:
+    """A funnel's name, steps and window, validated."""
+    return (
+        definitions.check_name(request.name),
+        definitions.check_steps(request.steps),
+        definitions.check_window(request.window_seconds),
+    )
 
 
 def _event(value: str, field: str) -> str:
@@ -101,7 +112,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.UpdateGoalRequest, context: Context
     ) -> product_pb2.UpdateGoalResponse:
         access = await self._writer(context, request.site_id)
-        goal_id = definitions.parse_uuid(request.goal_id, "goal_id")
+        goal_id = parse_site_uuid(request.goal_id, "goal_id")
         async with self._snapshots.write(context.time_remaining()) as conn:
             goal = await definitions.update_goal(conn, access.site.site_id, goal_id, request.goal)
         return product_pb2.UpdateGoalResponse(goal=goal.to_proto())
@@ -110,7 +121,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.DeleteGoalRequest, context: Context
     ) -> product_pb2.DeleteGoalResponse:
         access = await self._writer(context, request.site_id)
-        goal_id = definitions.parse_uuid(request.goal_id, "goal_id")
+        goal_id = parse_site_uuid(request.goal_id, "goal_id")
         async with self._snapshots.write(context.time_remaining()) as conn:
             await definitions.delete_goal(conn, access.site.site_id, goal_id)
         return product_pb2.DeleteGoalResponse(goal_id=goal_id)
@@ -121,9 +132,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.CreateFunnelRequest, context: Context
     ) -> product_pb2.CreateFunnelResponse:
         access = await self._writer(context, request.site_id)
-        name = definitions.check_name(request.name)
-        steps = definitions.check_steps(request.steps)
-        window = definitions.check_window(request.window_seconds)
+        name, steps, window = _funnel_definition(request)
         async with self._snapshots.write(context.time_remaining()) as conn:
             funnel = await definitions.create_funnel(conn, access.site.site_id, name, steps, window)
         return product_pb2.CreateFunnelResponse(funnel=funnel.to_proto())
@@ -140,7 +149,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.GetFunnelRequest, context: Context
     ) -> product_pb2.GetFunnelResponse:
         access = await self._reader(context, request.site_id)
-        funnel_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+        funnel_id = parse_site_uuid(request.funnel_id, "funnel_id")
         async with self._snapshots.snapshot(context.time_remaining()) as conn:
             funnel = await definitions.get_funnel(conn, access.site.site_id, funnel_id)
         if funnel is None:
@@ -151,10 +160,8 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.UpdateFunnelRequest, context: Context
     ) -> product_pb2.UpdateFunnelResponse:
         access = await self._writer(context, request.site_id)
-        funnel_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
-        name = definitions.check_name(request.name)
-        steps = definitions.check_steps(request.steps)
-        window = definitions.check_window(request.window_seconds)
+        funnel_id = parse_site_uuid(request.funnel_id, "funnel_id")
+        name, steps, window = _funnel_definition(request)
         async with self._snapshots.write(context.time_remaining()) as conn:
             funnel = await definitions.update_funnel(
                 conn, access.site.site_id, funnel_id, name=name, steps=steps, window_seconds=window
@@ -165,7 +172,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.DeleteFunnelRequest, context: Context
     ) -> product_pb2.DeleteFunnelResponse:
         access = await self._writer(context, request.site_id)
-        funnel_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+        funnel_id = parse_site_uuid(request.funnel_id, "funnel_id")
         async with self._snapshots.write(context.time_remaining()) as conn:
             await definitions.delete_funnel(conn, access.site.site_id, funnel_id)
         return product_pb2.DeleteFunnelResponse(funnel_id=funnel_id)
@@ -218,7 +225,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
                 raise ServiceError.field("steps", "give funnel_id or steps, not both")
             if request.window_seconds:
                 raise ServiceError.field("window_seconds", "is the saved funnel's; give it with steps only")
-            saved_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+            saved_id = parse_site_uuid(request.funnel_id, "funnel_id")
         else:
             ad_hoc = definitions.check_steps(request.steps), definitions.check_window(request.window_seconds)
         typed = analysis.stats_request(
@@ -233,7 +240,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.GetFunnelAnalyticsRequest, context: Context
     ) -> product_pb2.GetFunnelAnalyticsResponse:
         access = await self._reader(context, request.site_id)
-        saved_id = definitions.parse_uuid(request.funnel_id, "funnel_id")
+        saved_id = parse_site_uuid(request.funnel_id, "funnel_id")
         typed = analysis.stats_request(
             access.site.site_id, seed_range(request.start_date, request.end_date), []
         )
