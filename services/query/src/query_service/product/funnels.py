@@ -153,7 +153,7 @@ def _statement(
         " array_agg(m.mask ORDER BY m.time, m.event_id), array_agg(m.value ORDER BY m.time, m.event_id)"
         " FROM (SELECT e.visitor_id, e.time, e.event_id,"
         " (extract(epoch FROM e.time) * 1000000)::bigint AS at, {masks} AS mask, {breakdown} AS value"
-        " {source}) m WHERE m.mask <> 0 GROUP BY m.visitor_id"
+        " {source}) m WHERE m.mask <> 0 GROUP BY m.visitor_id HAVING bool_or(m.mask & 1 <> 0)"
     ).format(masks=masks, breakdown=breakdown, source=source)
     return statement, {**values, **params.values}
 

@@ -1,10 +1,11 @@
 """The retention report: cohorts of people by the local period (day, week, month) of their first
 cohort event in the range, and how many of each return in each later period.
 
-People are visitor ids (see funnels). The SQL selects the events the stats query counts (its
-filter) from the range's start to the end of the last cohort's last reported period, takes each
-person's first cohort event inside the range, and counts, per cohort and local period, the people
-with a return event at or after that first event. Periods are read in the site's time zone.
+People are visitor ids (see funnels). The SQL reads the events the stats query counts (its
+filter) from the range's start to the end of the last cohort's last reported period, once, into one
+row per person and local period; each person's first cohort event inside the range places them,
+and a period counts them when their last return event in it is not before that first event.
+Periods are read in the site's time zone.
 """
 
 from __future__ import annotations
@@ -93,23 +94,25 @@ async def retention(
             sql.Literal(period), sql.SQL(column)
         )
 
-    cohort_test = sql.SQL(" AND name = %(cohort_event)s") if cohort_event else sql.SQL("")
-    return_test = sql.SQL(" AND ev.name = %(return_event)s") if return_event else sql.SQL("")
+    cohort_test = sql.SQL(" AND e.name = %(cohort_event)s") if cohort_event else sql.SQL("")
+    return_test = sql.SQL(" FILTER (WHERE e.name = %(return_event)s)") if return_event else sql.SQL("")
+    # One row per person and local period: their first cohort event in it (inside the range) and
+    # their last return event in it. A person returned in a period exactly when that last return
+    # is not before their cohort event, so no event is joined to another.
     statement = sql.SQL(
-        "WITH ev AS (SELECT e.visitor_id, e.time, e.name {source}),"
-        " firsts AS (SELECT visitor_id, min(time) AS first_at FROM ev"
-        " WHERE time < %(cohort_end)s{cohort_test} GROUP BY visitor_id),"
-        " cohorts AS (SELECT visitor_id, first_at, {cohort_period} AS cohort FROM firsts),"
-        " returns AS (SELECT DISTINCT c.cohort, c.visitor_id, {return_period} AS p"
-        " FROM cohorts c JOIN ev ON ev.visitor_id = c.visitor_id AND ev.time >= c.first_at{return_test})"
+        "WITH vp AS (SELECT e.visitor_id, {event_period} AS p,"
+        " min(e.time) FILTER (WHERE e.time < %(cohort_end)s{cohort_test}) AS first_at,"
+        " max(e.time){return_test} AS last_at {source} GROUP BY 1, 2),"
+        " cohorts AS (SELECT visitor_id, min(first_at) AS first_at, min(p) AS cohort FROM vp"
+        " WHERE first_at IS NOT NULL GROUP BY visitor_id)"
         " SELECT cohort, NULL::date, count(*) FROM cohorts GROUP BY cohort"
-        " UNION ALL SELECT cohort, p, count(*) FROM returns GROUP BY cohort, p"
+        " UNION ALL SELECT c.cohort, vp.p, count(*) FROM cohorts c"
+        " JOIN vp ON vp.visitor_id = c.visitor_id AND vp.last_at >= c.first_at GROUP BY 1, 2"
     ).format(
-        source=source,
+        event_period=local_period("e.time"),
         cohort_test=cohort_test,
-        cohort_period=local_period("first_at"),
-        return_period=local_period("ev.time"),
         return_test=return_test,
+        source=source,
     )
     cur = await conn.execute(
         statement,
