@@ -120,6 +120,7 @@ async def test_goal_writes_need_the_admin_scope(query_stack: QueryStack) -> None
         ({"page_path": "/a/***"}, "goal.page_path"),
         ({"event_name": "x" * 101}, "goal.event_name"),
         ({"event_name": "a", "display_name": "d" * 121}, "goal.display_name"),
+        ({"event_name": "a\x00b"}, "goal.event_name"),
     ],
 )
 async def test_bad_goals_are_refused_naming_the_field(

@@ -146,7 +146,9 @@ async def _delete_one(
 
 def check_goal(definition: product_pb2.GoalDefinition, field: str = "goal") -> tuple[str, str, str]:
     """(event_name, page_path, display_name), validated; the display name defaulted."""
-    event_name, page_path = definition.event_name.strip(), definition.page_path
+    event_name = nul_free(definition.event_name, f"{field}.event_name").strip()
+    page_path = definition.page_path
+    nul_free(definition.display_name, f"{field}.display_name")
     violations: list[FieldViolation] = []
     if bool(event_name) == bool(page_path):
         violations.append(FieldViolation(field, "needs exactly one of event_name and page_path"))
@@ -164,6 +166,13 @@ def check_goal(definition: product_pb2.GoalDefinition, field: str = "goal") -> t
     if violations:
         raise ServiceError.invalid(violations)
     return event_name, page_path, display
+
+
+def nul_free(value: str, field: str) -> str:
+    """The value, refused when it holds a NUL character (PostgreSQL text cannot)."""
+    if "\x00" in value:
+        raise ServiceError.field(field, "must not contain NUL characters")
+    return value
 
 
 def _goal(row: Any) -> GoalRow:
@@ -248,7 +257,9 @@ def check_steps(steps: Sequence[product_pb2.FunnelStep], field: str = "steps") -
     checked: list[Step] = []
     for index, step in enumerate(steps):
         path = f"{field}[{index}]"
-        event_name, page_path = step.event_name.strip(), step.page_path
+        event_name, page_path = nul_free(step.event_name, f"{path}.event_name").strip(), step.page_path
+        for key, value in step.filters.items():
+            nul_free(key + value, f"{path}.filters")
         if bool(event_name) == bool(page_path):
             violations.append(FieldViolation(path, "needs exactly one of event_name and page_path"))
         elif event_name and len(event_name) > MAX_EVENT_NAME:
@@ -291,7 +302,7 @@ def check_window(value: int, field: str = "window_seconds") -> int:
 
 
 def check_name(value: str, field: str = "name") -> str:
-    name = value.strip()
+    name = nul_free(value, field).strip()
     if not name:
         raise ServiceError.field(field, "is required")
     if len(name) > MAX_FUNNEL_NAME:

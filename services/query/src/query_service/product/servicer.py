@@ -38,7 +38,7 @@ def _funnel_definition(
 
 
 def _event(value: str, field: str) -> str:
-    name = value.strip()
+    name = definitions.nul_free(value, field).strip()
     if len(name) > definitions.MAX_EVENT_NAME:
         raise ServiceError.field(field, f"must be at most {definitions.MAX_EVENT_NAME} characters")
     return definitions.STORED_PAGEVIEW if name.lower() in definitions.PAGEVIEW_NAMES else name
