@@ -260,6 +260,10 @@ async def test_funnel_definitions_crud_and_refusals(query_stack: QueryStack) -> 
         ({"name": "x", "steps": [{"eventName": "a"}, {"pagePath": "docs"}]}, "steps[1].page_path"),
         ({"name": "x", "steps": [{"eventName": "a"}, {}]}, "steps[1]"),
         (
+            {"name": "x", "steps": [{"eventName": "a"}, {"eventName": "b"}], "window_seconds": 0},
+            "window_seconds",
+        ),
+        (
             {"name": "x", "steps": [{"eventName": "a"}, {"eventName": "b", "filters": {"k": "\x00"}}]},
             "steps[1].filters",
         ),

@@ -291,10 +291,11 @@ def check_steps(steps: Sequence[product_pb2.FunnelStep], field: str = "steps") -
     return tuple(checked)
 
 
-def check_window(value: int, field: str = "window_seconds") -> int:
-    if value == 0:
+def check_window(value: int, given: bool, field: str = "window_seconds") -> int:
+    """The conversion window: DEFAULT_WINDOW_S when not given, else 1..MAX_WINDOW_S."""
+    if not given:
         return DEFAULT_WINDOW_S
-    if value > MAX_WINDOW_S:
+    if not 0 < value <= MAX_WINDOW_S:
         raise ServiceError.field(
             field, f"must be between 1 and {MAX_WINDOW_S} seconds (90 days), got {value}"
         )

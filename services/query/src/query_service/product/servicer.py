@@ -33,7 +33,7 @@ def _funnel_definition(
     return (
         definitions.check_name(request.name),
         definitions.check_steps(request.steps),
-        definitions.check_window(request.window_seconds),
+        definitions.check_window(request.window_seconds, request.HasField("window_seconds")),
     )
 
 
@@ -223,11 +223,14 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         if request.funnel_id:
             if request.steps:
                 raise ServiceError.field("steps", "give funnel_id or steps, not both")
-            if request.window_seconds:
+            if request.HasField("window_seconds"):
                 raise ServiceError.field("window_seconds", "is the saved funnel's; give it with steps only")
             saved_id = parse_site_uuid(request.funnel_id, "funnel_id")
         else:
-            ad_hoc = definitions.check_steps(request.steps), definitions.check_window(request.window_seconds)
+            ad_hoc = (
+                definitions.check_steps(request.steps),
+                definitions.check_window(request.window_seconds, request.HasField("window_seconds")),
+            )
         typed = analysis.stats_request(
             access.site.site_id, request.date_range, request.filters, request.breakdown
         )
