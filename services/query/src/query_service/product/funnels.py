@@ -147,14 +147,22 @@ def _statement(
         sql.SQL("(CASE WHEN {} THEN {} ELSE 0 END)").format(step_test(step, params), sql.Literal(1 << index))
         for index, step in enumerate(steps)
     )
-    breakdown = scope.expression(query.dimensions[0], params) if query.dimensions else sql.SQL("''::text")
+    # Time and mask travel packed in one bigint (microseconds << 8 | mask: at most 8 steps), so
+    # each person's events are sorted once (PostgreSQL 15 sorts per ordered aggregate).
+    values_column = (
+        sql.SQL(", array_agg(m.value ORDER BY m.time, m.event_id)") if query.dimensions else sql.SQL("")
+    )
+    breakdown = (
+        sql.SQL(", {} AS value").format(scope.expression(query.dimensions[0], params))
+        if query.dimensions
+        else sql.SQL("")
+    )
     statement = sql.SQL(
-        "SELECT m.visitor_id, array_agg(m.at ORDER BY m.time, m.event_id),"
-        " array_agg(m.mask ORDER BY m.time, m.event_id), array_agg(m.value ORDER BY m.time, m.event_id)"
-        " FROM (SELECT e.visitor_id, e.time, e.event_id,"
-        " (extract(epoch FROM e.time) * 1000000)::bigint AS at, {masks} AS mask, {breakdown} AS value"
+        "SELECT array_agg(m.packed ORDER BY m.time, m.event_id){values_column}"
+        " FROM (SELECT e.visitor_id, e.time, e.event_id, {masks} AS mask{breakdown},"
+        " ((extract(epoch FROM e.time) * 1000000)::bigint << 8) | ({masks}) AS packed"
         " {source}) m WHERE m.mask <> 0 GROUP BY m.visitor_id HAVING bool_or(m.mask & 1 <> 0)"
-    ).format(masks=masks, breakdown=breakdown, source=source)
+    ).format(masks=masks, breakdown=breakdown, values_column=values_column, source=source)
     return statement, {**values, **params.values}
 
 
@@ -169,13 +177,15 @@ async def funnel(
     total = _Tally([0] * count, [[] for _ in steps])
     groups: dict[str, _Tally] = {}
     cur = await conn.execute(statement, params)
-    for _, times, masks, values in await cur.fetchall():
+    for row in await cur.fetchall():
+        times = [packed >> 8 for packed in row[0]]
+        masks = [packed & 0xFF for packed in row[0]]
         found = chain(times, masks, count, window_us)
         if not found:
             continue
         tallies = [total]
         if query.dimensions:
-            tallies.append(groups.setdefault(values[found[0]], _Tally([0] * count, [[] for _ in steps])))
+            tallies.append(groups.setdefault(row[1][found[0]], _Tally([0] * count, [[] for _ in steps])))
         for tally in tallies:
             for depth, index in enumerate(found):
                 tally.reached[depth] += 1

@@ -89,55 +89,49 @@ async def retention(
     max_span = await stats.max_session_span(conn)
     source, _, params, values = stats.counted_events(extended, max_span)
 
-    def local_period(column: str) -> sql.Composable:
-        return sql.SQL("date_trunc({}, {} AT TIME ZONE %(tz)s)::date").format(
-            sql.Literal(period), sql.SQL(column)
-        )
-
+    # Periods are numbered 1, 2, … from the first cohort's: width_bucket finds an event's among
+    # their UTC starts (a binary search, cheaper than converting every event to local time).
+    firsts = [shifted(starts[0], period, n) for n in range(len(starts) + periods + 1)]
+    bounds = [timerange.day_start(day, zone) for day in firsts]
     cohort_test = sql.SQL(" AND e.name = %(cohort_event)s") if cohort_event else sql.SQL("")
     return_test = sql.SQL(" FILTER (WHERE e.name = %(return_event)s)") if return_event else sql.SQL("")
-    # One row per person and local period: their first cohort event in it (inside the range) and
-    # their last return event in it. A person returned in a period exactly when that last return
-    # is not before their cohort event, so no event is joined to another.
+    # One row per person and period: their first cohort event in it (inside the range) and their
+    # last return event in it. A person returned in a period exactly when that last return is not
+    # before their cohort event, so no event is joined to another.
     statement = sql.SQL(
-        "WITH vp AS (SELECT e.visitor_id, {event_period} AS p,"
+        "SELECT cohort, p, count(*) FILTER (WHERE last_at >= cohort_at), count(*) FILTER (WHERE p = cohort)"
+        " FROM (SELECT p, last_at, min(first_at) OVER person AS cohort_at,"
+        " min(p) FILTER (WHERE first_at IS NOT NULL) OVER person AS cohort"
+        " FROM (SELECT e.visitor_id, width_bucket(e.time, %(bounds)s::timestamptz[]) AS p,"
         " min(e.time) FILTER (WHERE e.time < %(cohort_end)s{cohort_test}) AS first_at,"
-        " max(e.time){return_test} AS last_at {source} GROUP BY 1, 2),"
-        " cohorts AS (SELECT visitor_id, min(first_at) AS first_at, min(p) AS cohort FROM vp"
-        " WHERE first_at IS NOT NULL GROUP BY visitor_id)"
-        " SELECT cohort, NULL::date, count(*) FROM cohorts GROUP BY cohort"
-        " UNION ALL SELECT c.cohort, vp.p, count(*) FROM cohorts c"
-        " JOIN vp ON vp.visitor_id = c.visitor_id AND vp.last_at >= c.first_at GROUP BY 1, 2"
-    ).format(
-        event_period=local_period("e.time"),
-        cohort_test=cohort_test,
-        return_test=return_test,
-        source=source,
-    )
+        " max(e.time){return_test} AS last_at {source} GROUP BY 1, 2) vp"
+        " WINDOW person AS (PARTITION BY visitor_id)) people"
+        " WHERE cohort IS NOT NULL GROUP BY cohort, p"
+    ).format(cohort_test=cohort_test, return_test=return_test, source=source)
     cur = await conn.execute(
         statement,
         {
             **values,
             **params.values,
+            "bounds": bounds,
             "cohort_end": query.range.end,
             "cohort_event": cohort_event,
             "return_event": return_event,
         },
     )
-    sizes: dict[date, int] = {}
-    returned: dict[tuple[date, date], int] = {}
-    for cohort, at, count in await cur.fetchall():
-        if at is None:
-            sizes[cohort] = int(count)
-        else:
-            returned[cohort, at] = int(count)
+    sizes: dict[int, int] = {}
+    returned: dict[tuple[int, int], int] = {}
+    for cohort, at, count, members in await cur.fetchall():
+        returned[cohort, at - cohort] = int(count)
+        if at == cohort:
+            sizes[cohort] = int(members)
     answer: list[Cohort] = []
-    for start in starts:
-        size = sizes.get(start, 0)
+    for number, start in enumerate(starts, start=1):
+        size = sizes.get(number, 0)
         rows = []
         for index in range(periods + 1):
             day = shifted(start, period, index)
-            count = returned.get((start, day), 0)
+            count = returned.get((number, index), 0)
             rows.append(
                 CohortPeriod(
                     index, day.isoformat(), count, rounded(Fraction(100 * count, size), 2) if size else 0.0
