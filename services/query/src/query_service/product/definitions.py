@@ -193,45 +193,46 @@ def _taken(display: str) -> ServiceError:
     )
 
 
+async def _write_goal(
+    conn: AsyncConnection[Any], statement: sql.Composed, params: tuple[object, ...], display: str
+) -> GoalRow | None:
+    """Runs an INSERT or UPDATE … RETURNING of a goal; a display name the site has is a 409."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(statement, params)
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise _taken(display) from None
+    return _goal(row) if row is not None else None
+
+
 async def create_goal(
     conn: AsyncConnection[Any], site_id: str, definition: product_pb2.GoalDefinition
 ) -> GoalRow:
     event_name, page_path, display = check_goal(definition)
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (site_id, goal_id, event_name, page_path, display_name)"
-                    " VALUES (%s, %s, %s, %s, %s) RETURNING {}"
-                ).format(GOALS, _GOAL_COLUMNS),
-                (site_id, uuid.uuid4(), event_name, page_path, display),
-            )
-            row = await cur.fetchone()
-    except psycopg.errors.UniqueViolation:
-        raise _taken(display) from None
-    assert row is not None
-    return _goal(row)
+    statement = sql.SQL(
+        "INSERT INTO {} (site_id, goal_id, event_name, page_path, display_name)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING {}"
+    ).format(GOALS, _GOAL_COLUMNS)
+    goal = await _write_goal(
+        conn, statement, (site_id, uuid.uuid4(), event_name, page_path, display), display
+    )
+    assert goal is not None
+    return goal
 
 
 async def update_goal(
     conn: AsyncConnection[Any], site_id: str, goal_id: str, definition: product_pb2.GoalDefinition
 ) -> GoalRow:
     event_name, page_path, display = check_goal(definition)
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET event_name = %s, page_path = %s, display_name = %s"
-                    " WHERE site_id = %s AND goal_id = %s RETURNING {}"
-                ).format(GOALS, _GOAL_COLUMNS),
-                (event_name, page_path, display, site_id, goal_id),
-            )
-            row = await cur.fetchone()
-    except psycopg.errors.UniqueViolation:
-        raise _taken(display) from None
-    if row is None:
+    statement = sql.SQL(
+        "UPDATE {} SET event_name = %s, page_path = %s, display_name = %s"
+        " WHERE site_id = %s AND goal_id = %s RETURNING {}"
+    ).format(GOALS, _GOAL_COLUMNS)
+    goal = await _write_goal(conn, statement, (event_name, page_path, display, site_id, goal_id), display)
+    if goal is None:
         raise _not_found("goal", goal_id)
-    return _goal(row)
+    return goal
 
 
 async def list_goals(conn: AsyncConnection[Any], site_id: str) -> list[GoalRow]:
