@@ -131,7 +131,11 @@ async def test_seed_funnel_and_retention_routes(http: aiohttp.ClientSession, sta
         http, "POST", "/api/v1/funnels", owner, status=400, json={"name": "Shop", "steps": steps[:1]}
     )
     assert one_step["message"].startswith("steps: ")
-    made = await call(http, "POST", "/api/v1/funnels", owner, json={"name": "Shop", "steps": steps})
+    # The seed's per-step timeWindow is not a field here (the edge drops unknown fields): the
+    # funnel has one window, 7 days unless windowSeconds says otherwise.
+    timed = [{**steps[0], "timeWindow": 60}, *steps[1:]]
+    made = await call(http, "POST", "/api/v1/funnels", owner, json={"name": "Shop", "steps": timed})
+    assert made["funnel"]["window_seconds"] == 604_800
     funnel_id = made["funnel"]["funnel_id"]
     listed = await call(http, "GET", "/api/v1/funnels", reader)
     assert [f["funnel_id"] for f in listed["funnels"]] == [funnel_id]
