@@ -11,8 +11,7 @@ from typing import Any
 
 import grpc
 
-from analytics.v1 import query_pb2_grpc
-from bench.query.queries import BenchQuery, Context, answer_rows, differences
+from bench.query.queries import BenchQuery, Context, Row, differences
 
 
 def percentile(samples: Sequence[float], quantile: float) -> float | None:
@@ -100,7 +99,7 @@ def _runs(warmup: int, repetitions: int, budget_s: float, samples: list[float]) 
 
 
 def measure(
-    stub: query_pb2_grpc.QueryServiceStub,
+    channel: grpc.Channel,
     metadata: Sequence[tuple[str, str]],
     ctx: Context,
     queries: Sequence[BenchQuery],
@@ -120,12 +119,11 @@ def measure(
     results = []
     for query in queries:
         found = Measurement(query.name, query.what, query.target_ms)
-        request = query.request(ctx.site_id, today)
-        response = None
+        response: list[Row] | None = None
         try:
             for timed in _runs(warmup, repetitions, budget_s, found.rpc_s):
                 started = time.perf_counter()
-                response = stub.Query(request, metadata=tuple(metadata), timeout=timeout_s)
+                response = query.answer(channel, ctx.site_id, today, metadata, timeout_s)
                 if timed:
                     found.rpc_s.append(time.perf_counter() - started)
         except grpc.RpcError as error:
@@ -137,7 +135,7 @@ def measure(
             if timed:
                 found.raw_s.append(time.perf_counter() - started)
         if response is not None and raw is not None and found.error is None:
-            found.difference = differences(answer_rows(response), raw)
+            found.difference = differences(response, raw)
         verdict = (
             f"FAILED ({found.error})"
             if found.error

@@ -14,15 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import grpc
 import psycopg
 
-from analytics.v1 import query_pb2
+from analytics.v1 import product_pb2, product_pb2_grpc, query_pb2, query_pb2_grpc
 
 # The service's rounding and change rules: both sides of a comparison must round alike.
-from query_service.metrics import change, value
+from query_service.metrics import change, rounded, value
+from query_service.product import funnels
 from query_service.reports.stats import Raw
 
 ALL_METRICS = (
@@ -92,13 +95,36 @@ class Context:
         return Window.of(self.today - timedelta(days=count - 1), self.today, self.zone)
 
 
+# Asks a question over gRPC: (channel, site id, today, metadata, timeout) → its rows.
+Ask = Callable[[grpc.Channel, str, date, Sequence[tuple[str, str]], float], list[Row]]
+
+
 @dataclass(frozen=True)
 class BenchQuery:
+    """A question: a Query RPC request (``request``) or another RPC (``ask``), and its raw SQL."""
+
     name: str
     what: str
     target_ms: float | None
-    request: Callable[[str, date], query_pb2.QueryRequest]
+    request: Callable[[str, date], query_pb2.QueryRequest] | None
     raw: Callable[[Context], list[Row]]
+    ask: Ask | None = None
+
+    def answer(
+        self,
+        channel: grpc.Channel,
+        site_id: str,
+        today: date,
+        metadata: Sequence[tuple[str, str]],
+        timeout_s: float,
+    ) -> list[Row]:
+        if self.ask is not None:
+            return self.ask(channel, site_id, today, metadata, timeout_s)
+        assert self.request is not None
+        stub = query_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
+        return answer_rows(
+            stub.Query(self.request(site_id, today), metadata=tuple(metadata), timeout=timeout_s)
+        )
 
 
 # --- values as the API documents them --------------------------------------------------------------
@@ -329,6 +355,168 @@ def _breakdown(dimension: str, join: str) -> Callable[[Context], list[Row]]:
     return run
 
 
+# --- product questions: a funnel and retention cohorts --------------------------------------------
+
+FUNNEL_STEPS = (
+    product_pb2.FunnelStep(page_path="/pricing"),
+    product_pb2.FunnelStep(event_name="add_to_cart"),
+    product_pb2.FunnelStep(event_name="signup"),
+    product_pb2.FunnelStep(event_name="purchase"),
+)
+FUNNEL_WINDOW_S = 7 * 86_400
+RETENTION_WEEKS = 8
+
+
+def _funnel_rows(steps: Sequence[funnels.StepResult]) -> list[Row]:
+    return [
+        Row(
+            (r.name,),
+            (
+                float(r.entered),
+                float(r.converted),
+                r.conversion_rate,
+                r.conversion_rate_from_start,
+                float(r.drop_off),
+                r.drop_off_rate,
+                r.median_seconds_to_convert,
+            ),
+        )
+        for r in steps
+    ]
+
+
+def _ask_funnel(
+    channel: grpc.Channel, site_id: str, today: date, metadata: Sequence[tuple[str, str]], timeout_s: float
+) -> list[Row]:
+    stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
+    request = product_pb2.QueryFunnelRequest(
+        site_id=site_id,
+        steps=FUNNEL_STEPS,
+        window_seconds=FUNNEL_WINDOW_S,
+        date_range=query_pb2.DateRange(period="30d", relative_to=today.isoformat()),
+    )
+    report = stub.QueryFunnel(request, metadata=tuple(metadata), timeout=timeout_s).report
+    return _funnel_rows(
+        [
+            funnels.StepResult(
+                s.step,
+                s.name,
+                s.entered,
+                s.converted,
+                s.conversion_rate,
+                s.conversion_rate_from_start,
+                s.drop_off,
+                s.drop_off_rate,
+                s.median_seconds_to_convert,
+            )
+            for s in report.steps
+        ]
+    )
+
+
+_FUNNEL = """
+SELECT e.visitor_id,
+       array_agg((extract(epoch FROM e.time) * 1000000)::bigint ORDER BY e.time, e.event_id),
+       array_agg((CASE WHEN e.kind = 1 AND e.path = '/pricing' THEN 1 ELSE 0 END)
+                 | (CASE WHEN e.name = 'add_to_cart' THEN 2 ELSE 0 END)
+                 | (CASE WHEN e.name = 'signup' THEN 4 ELSE 0 END)
+                 | (CASE WHEN e.name = 'purchase' THEN 8 ELSE 0 END) ORDER BY e.time, e.event_id)
+FROM analytics.events e
+WHERE {events}
+  AND ((e.kind = 1 AND e.path = '/pricing') OR e.name IN ('add_to_cart', 'signup', 'purchase'))
+GROUP BY e.visitor_id
+"""
+
+
+def _funnel(ctx: Context) -> list[Row]:
+    """Every person's matching events in order, followed with the service's own sequence rules
+    (query_service.product.funnels.chain and results: both sides must count alike)."""
+    window = ctx.last_days(30)
+    found = ctx.conn.execute(
+        _FUNNEL.format(events=_EVENTS_IN_RANGE),
+        {"site": ctx.site_id, "start": window.start, "end": window.end},
+    ).fetchall()
+    reached = [0] * len(FUNNEL_STEPS)
+    waits: list[list[int]] = [[] for _ in FUNNEL_STEPS]
+    for _, times, masks in found:
+        chain = funnels.chain(times, masks, len(FUNNEL_STEPS), FUNNEL_WINDOW_S * 1_000_000)
+        for depth, index in enumerate(chain):
+            reached[depth] += 1
+            if depth:
+                waits[depth].append(times[index] - times[chain[depth - 1]])
+    labels = [s.event_name or f"Visit {s.page_path}" for s in FUNNEL_STEPS]
+    return _funnel_rows(funnels.results(labels, reached, waits))
+
+
+def _ask_retention(
+    channel: grpc.Channel, site_id: str, today: date, metadata: Sequence[tuple[str, str]], timeout_s: float
+) -> list[Row]:
+    stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
+    first = today - timedelta(days=7 * RETENTION_WEEKS - 1)
+    request = product_pb2.QueryRetentionRequest(
+        site_id=site_id,
+        date_range=query_pb2.DateRange(start=first.isoformat(), end=today.isoformat()),
+        period="week",
+        periods=RETENTION_WEEKS,
+    )
+    report = stub.QueryRetention(request, metadata=tuple(metadata), timeout=timeout_s).report
+    return [
+        Row(
+            (c.date,),
+            (float(c.size), *(float(p.returned) for p in c.periods), *(p.percentage for p in c.periods)),
+        )
+        for c in report.cohorts
+    ]
+
+
+_RETENTION = """
+WITH ev AS (
+    SELECT e.visitor_id, e.time FROM analytics.events e WHERE {events}
+), firsts AS (
+    SELECT visitor_id, min(time) AS first_at FROM ev WHERE time < %(cohort_end)s GROUP BY visitor_id
+)
+SELECT date_trunc('week', f.first_at AT TIME ZONE %(tz)s)::date AS cohort,
+       date_trunc('week', ev.time AT TIME ZONE %(tz)s)::date AS week,
+       count(DISTINCT ev.visitor_id)
+FROM firsts f JOIN ev ON ev.visitor_id = f.visitor_id AND ev.time >= f.first_at
+GROUP BY 1, 2
+UNION ALL
+SELECT date_trunc('week', first_at AT TIME ZONE %(tz)s)::date, NULL, count(*) FROM firsts GROUP BY 1
+"""
+
+
+def _retention(ctx: Context) -> list[Row]:
+    """Weekly cohorts of the last 8 weeks by each person's first event, returns on any event
+    (as query_service.product.retention documents): plain SQL over the raw events."""
+    window = ctx.last_days(7 * RETENTION_WEEKS)
+    first_week = window.first - timedelta(days=window.first.weekday())
+    last_week = window.last - timedelta(days=window.last.weekday())
+    follow = Window.of(
+        window.first, last_week + timedelta(weeks=RETENTION_WEEKS + 1) - timedelta(days=1), ctx.zone
+    )
+    found = ctx.conn.execute(
+        _RETENTION.format(events=_EVENTS_IN_RANGE),
+        {
+            "site": ctx.site_id,
+            "start": window.start,
+            "end": max(follow.end, window.end),
+            "cohort_end": window.end,
+            "tz": str(ctx.zone),
+        },
+    ).fetchall()
+    sizes = {cohort: int(count) for cohort, week, count in found if week is None}
+    returned = {(cohort, week): int(count) for cohort, week, count in found if week is not None}
+    rows: list[Row] = []
+    cohort = first_week
+    while cohort <= last_week:
+        size = sizes.get(cohort, 0)
+        counts = [returned.get((cohort, cohort + timedelta(weeks=n)), 0) for n in range(RETENTION_WEEKS + 1)]
+        shares = [rounded(Fraction(100 * c, size), 2) if size else 0.0 for c in counts]
+        rows.append(Row((cohort.isoformat(),), (float(size), *map(float, counts), *shares)))
+        cohort += timedelta(weeks=1)
+    return rows
+
+
 # --- the list --------------------------------------------------------------------------------------
 
 QUERIES: tuple[BenchQuery, ...] = (
@@ -413,6 +601,22 @@ QUERIES: tuple[BenchQuery, ...] = (
         None,
         lambda site, today: _request(site, today, ALL_METRICS, period="30d", comparison="previous_period"),
         _comparison,
+    ),
+    BenchQuery(
+        "funnel_4_steps_30d",
+        "funnel /pricing → add_to_cart → signup → purchase, 7-day window, 30 days",
+        500.0,
+        None,
+        _funnel,
+        ask=_ask_funnel,
+    ),
+    BenchQuery(
+        "retention_8_weeks",
+        "weekly cohorts of the last 8 weeks by first event, returns on any event for 8 weeks",
+        1000.0,
+        None,
+        _retention,
+        ask=_ask_retention,
     ),
 )
 NAMES = tuple(q.name for q in QUERIES)

@@ -16,7 +16,6 @@ import grpc
 import psycopg
 import structlog
 
-from analytics.v1 import query_pb2_grpc
 from bench import report
 from bench.environment import environment
 from bench.progress import say
@@ -178,7 +177,7 @@ def run(settings: Settings) -> int:
         ):
             ctx = Context(conn, site_id, ZoneInfo(zones[site_id]), params.end)
             measurements = measure(
-                query_pb2_grpc.QueryServiceStub(channel),  # type: ignore[no-untyped-call]
+                channel,
                 [("x-api-key", key)],
                 ctx,
                 queries,

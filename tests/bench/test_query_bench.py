@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from analytics.v1 import auth_pb2_grpc, bus_pb2, query_pb2, query_pb2_grpc
+from analytics.v1 import auth_pb2_grpc, bus_pb2, product_pb2_grpc, query_pb2, query_pb2_grpc
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
@@ -34,9 +34,10 @@ from bench import report
 from bench.query import generator, seed
 from bench.query.generator import SITES, Params, Summary
 from bench.query.measure import Measurement, _runs, measure, percentile
-from bench.query.queries import NAMES, QUERIES, Context
+from bench.query.queries import NAMES, QUERIES, Context, Row
 from bench.query.run import document, table
 from query_service.metrics import rounded
+from query_service.product.servicer import ProductServicer
 from query_service.servicer import QueryServicer
 from query_service.snapshot import DatabaseHealth, Snapshots
 
@@ -194,6 +195,7 @@ async def seeded(postgres_server: PostgresServer) -> AsyncIterator[Seeded]:
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     await migrate(database_url, "auth", "auth_service.migrations")
     await migrate(database_url, "analytics", "processor_service.migrations")
+    await migrate(database_url, "query", "query_service.migrations")
     pool = create_pool(database_url, name="bench-query-test", max_size=4)
     await open_pool(pool)
     auth_server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
@@ -207,10 +209,16 @@ async def seeded(postgres_server: PostgresServer) -> AsyncIterator[Seeded]:
     auth_client = AuthClient(f"127.0.0.1:{auth_port}", ttl_s=0)
     query_server = GrpcServer("query", "127.0.0.1:0", grace_s=1)
     health = DatabaseHealth(database_url, query_server.set_not_serving, query_server.set_serving)
+    snapshots = Snapshots(pool, health, 30_000)
     query_server.add(
         query_pb2_grpc.add_QueryServiceServicer_to_server,
-        QueryServicer(Snapshots(pool, health, 30_000), auth_client),
+        QueryServicer(snapshots, auth_client),
         "analytics.v1.QueryService",
+    )
+    query_server.add(
+        product_pb2_grpc.add_ProductServiceServicer_to_server,
+        ProductServicer(snapshots, auth_client),
+        "analytics.v1.ProductService",
     )
     query_port = await query_server.start()
     await query_server.set_serving()
@@ -295,7 +303,7 @@ async def test_raw_sql_answers_every_question_as_the_query_rpc_does(seeded: Seed
         ):
             ctx = Context(conn, site_id, ZoneInfo(generator.LARGE_SITE.timezone), seeded.params.end)
             return measure(
-                query_pb2_grpc.QueryServiceStub(channel),
+                channel,
                 [("x-api-key", key)],
                 ctx,
                 QUERIES,
@@ -379,3 +387,24 @@ def test_the_table_marks_targets_and_warns_when_answers_differ() -> None:
     assert lines[3].split()[-1] == "MISSED"
     assert lines[4].endswith("FAILED: DEADLINE_EXCEEDED: late")
     assert lines[5] == f"  WARNING aggregate_90d: the Query RPC and raw SQL disagree: {slow.difference}"
+
+
+async def test_the_product_questions_have_people_to_count(seeded: Seeded) -> None:
+    """The funnel and the cohorts the benchmark times are not empty on the generated traffic."""
+    site_id = seeded.site_ids[generator.LARGE_SITE.key]
+    key = await asyncio.to_thread(seed.read_key, seeded.auth_address, ADMIN, site_id)
+    questions = {q.name: q for q in QUERIES}
+
+    def ask(name: str) -> list[Row]:
+        with grpc.insecure_channel(seeded.query_address) as channel:
+            return questions[name].answer(channel, site_id, seeded.params.end, [("x-api-key", key)], 60.0)
+
+    funnel = await asyncio.to_thread(ask, "funnel_4_steps_30d")
+    assert [row.dimensions[0] for row in funnel] == ["Visit /pricing", "add_to_cart", "signup", "purchase"]
+    converted = [row.metrics[1] for row in funnel]
+    assert converted[0] > converted[1] > 0, converted
+    cohorts = await asyncio.to_thread(ask, "retention_8_weeks")
+    assert len(cohorts) in (8, 9)
+    assert sum(row.metrics[0] for row in cohorts) > 0
+    # Signed-in visitors come back in a later week.
+    assert sum(sum(row.metrics[2:10]) for row in cohorts) > 0

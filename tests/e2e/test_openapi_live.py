@@ -58,7 +58,25 @@ async def test_every_documented_operation_answers_as_documented(
                 "/v1/sites/{}/keys".format(site["site_id"]), json={}, headers=admin
             ) as response:
                 spare_key = (await response.json())["key"]["key_id"]
-            path = template.replace("{site_id}", site["site_id"]).replace("{key_id}", spare_key)
+            # A goal and a funnel of their own, for the operations that read or change one.
+            async with http.post(
+                "/v1/sites/{}/goals".format(site["site_id"]),
+                json={"goal": {"event_name": f"e{len(answered)}-{method}"}},
+                headers=admin,
+            ) as response:
+                goal_id = (await response.json())["goal"]["goal_id"]
+            async with http.post(
+                "/v1/sites/{}/funnels".format(site["site_id"]),
+                json={"name": "f", "steps": [{"event_name": "a"}, {"event_name": "b"}]},
+                headers=admin,
+            ) as response:
+                funnel_id = (await response.json())["funnel"]["funnel_id"]
+            path = (
+                template.replace("{site_id}", site["site_id"])
+                .replace("{key_id}", spare_key)
+                .replace("{goal_id}", goal_id)
+                .replace("{funnel_id}", funnel_id)
+            )
             assert "{" not in path, f"no value for a parameter of {template}"
             query = (
                 {"site_id": site["site_id"]}

@@ -14,7 +14,15 @@ from google.protobuf import descriptor_pb2, json_format
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from analytics.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+from analytics.v1 import (
+    events_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    product_pb2,
+    product_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 from analytics_testing.fuzz import THROUGH_SERVICES
 
 pytestmark = [
@@ -267,6 +275,7 @@ def test_track_stream_takes_any_event_values(sender: Sender, property_stack: Any
 UPSTREAMS = {
     "analytics.v1.IngestService": "ingest",
     "analytics.v1.QueryService": "query",
+    "analytics.v1.ProductService": "query",
     "analytics.v1.AuthService": "auth",
     "analytics.v1.ProcessorService": "processor",
 }
@@ -400,16 +409,17 @@ plausible_bodies = st.fixed_dictionaries(
         )
     },
 )
+date_ranges = st.builds(
+    query_pb2.DateRange,
+    period=st.sampled_from(WORDS) | nasty,
+    start=st.sampled_from(WORDS) | timestamps,
+    end=st.sampled_from(WORDS) | timestamps,
+    relative_to=st.sampled_from(["", "2024-03-10", "0001-01-01", "9999-12-31"]) | nasty,
+)
 typed_requests = st.builds(
     query_pb2.QueryRequest,
     site_id=st.sampled_from(["{SITE}", "{OTHER}"]) | uuid_like,
-    date_range=st.builds(
-        query_pb2.DateRange,
-        period=st.sampled_from(WORDS) | nasty,
-        start=st.sampled_from(WORDS) | timestamps,
-        end=st.sampled_from(WORDS) | timestamps,
-        relative_to=st.sampled_from(["", "2024-03-10", "0001-01-01", "9999-12-31"]) | nasty,
-    ),
+    date_range=date_ranges,
     metrics=st.lists(st.sampled_from(WORDS) | nasty, max_size=4),
     dimensions=st.lists(st.sampled_from(WORDS) | nasty, max_size=3),
     pagination=st.builds(
@@ -443,6 +453,77 @@ def test_query_rpcs_answer_any_input_with_ok_or_a_client_error(
             else:
                 typed.site_id = _site(typed.site_id, sites)
                 stub.Query(typed, metadata=meta, timeout=30)
+        except grpc.RpcError as error:
+            check_status(error)
+            outcomes.add(error.code().name)  # type: ignore[attr-defined]
+        else:
+            outcomes.add("OK")
+
+    run()
+    assert "INVALID_ARGUMENT" in outcomes and len(outcomes) > 1, outcomes
+    for process in property_stack.processes.values():
+        assert process.running, f"{process.name} died:\n{process.log_tail()}"
+
+
+funnel_steps = st.lists(
+    st.builds(
+        product_pb2.FunnelStep,
+        event_name=st.sampled_from(["", "signup", "page_view"]) | nasty,
+        page_path=st.sampled_from(["", "/", "/docs/*", "/**", "docs", "/a/***"]) | nasty,
+        filters=st.dictionaries(nasty, nasty, max_size=2),
+    ),
+    max_size=9,
+)
+product_requests = st.one_of(
+    st.builds(
+        product_pb2.QueryFunnelRequest,
+        site_id=st.sampled_from(["{SITE}", "{OTHER}"]) | uuid_like,
+        funnel_id=st.just("") | uuid_like,
+        steps=funnel_steps,
+        window_seconds=st.integers(0, 2**32 - 1),
+        date_range=date_ranges,
+        breakdown=st.sampled_from(["", "visit:source", "event:page", "time:day"]) | nasty,
+    ),
+    st.builds(
+        product_pb2.QueryRetentionRequest,
+        site_id=st.sampled_from(["{SITE}", "{OTHER}"]) | uuid_like,
+        date_range=date_ranges,
+        period=st.sampled_from(["", "day", "week", "month", "year"]) | nasty,
+        periods=st.integers(0, 2**32 - 1),
+        cohort_event=st.sampled_from(["", "signup", "page_view"]) | nasty,
+        return_event=nasty,
+    ),
+    st.builds(
+        product_pb2.CreateGoalRequest,
+        site_id=st.sampled_from(["{SITE}", "{OTHER}"]) | uuid_like,
+        goal=st.builds(
+            product_pb2.GoalDefinition, event_name=nasty, page_path=st.just("/x") | nasty, display_name=nasty
+        ),
+    ),
+    st.builds(
+        product_pb2.CreateFunnelRequest,
+        site_id=st.sampled_from(["{SITE}", "{OTHER}", ""]) | uuid_like,
+        name=nasty,
+        steps=funnel_steps,
+        window_seconds=st.integers(0, 2**32 - 1),
+    ),
+)
+
+
+def test_product_rpcs_answer_any_input_with_ok_or_a_client_error(
+    grpc_channels: dict[str, grpc.Channel], ledger: Any, check_status: Any, property_stack: Any
+) -> None:
+    sites = ledger.sites
+    stub = product_pb2_grpc.ProductServiceStub(grpc_channels["query"])
+    outcomes: set[str] = set()
+
+    @FUZZ
+    @given(request=product_requests, who=credentials)
+    def run(request: Any, who: str) -> None:
+        request.site_id = _site(request.site_id, sites)
+        method = getattr(stub, type(request).__name__.removesuffix("Request"))
+        try:
+            method(request, metadata=metadata(who, sites, property_stack.admin_token), timeout=30)
         except grpc.RpcError as error:
             check_status(error)
             outcomes.add(error.code().name)  # type: ignore[attr-defined]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,20 @@ from psycopg import AsyncConnection
 from query_service import metrics as metric_values
 from query_service import timerange
 from query_service.reports import stats
-from query_service.spec import PERCENTAGE, StatsQuery, TimeRange, is_time_dimension
+from query_service.spec import (
+    CONVERSION_RATE,
+    GOAL,
+    PERCENTAGE,
+    AllOf,
+    Condition,
+    Filter,
+    StatsQuery,
+    TimeRange,
+    is_time_dimension,
+)
+
+# Visitors per group of the query without its goal: what conversion_rate divides by.
+Bases = dict[tuple[str, ...], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +63,117 @@ async def run(conn: AsyncConnection[Any], query: StatsQuery) -> Answer:
     labels = _labels(query, query.range) if query.time_labels else None
     # Empty buckets are filled when time is the only dimension; beside others, only listed.
     fill = labels if labels is not None and len(query.dimensions) == 1 else None
-    page = await stats.grouped(conn, query, query.range, max_span=max_span, labels=fill)
+    # conversion_rate is known only beside the goal-less groups: such pages are sorted and cut here.
+    converting = CONVERSION_RATE in query.metrics
+    page = await stats.grouped(
+        conn, query, query.range, max_span=max_span, labels=fill, paginate=not converting
+    )
     total = (
         await stats.total_visitors(conn, query, query.range, max_span=max_span)
         if PERCENTAGE in query.metrics
         else 0
     )
+    groups, total_rows = page.groups, page.total_rows
+    bases: Bases = {}
+    if converting:
+        bases = await _bases(conn, query, query.range, max_span)
+        groups = _sorted(query, groups, total, bases)
+        total_rows = len(groups)
+        groups = groups[query.offset : query.offset + query.limit]
     rows = [
-        AnswerRow(group.dimensions, [metric_values.value(m, group.raw, total) for m in query.metrics])
-        for group in page.groups
+        AnswerRow(
+            group.dimensions,
+            [
+                metric_values.value(m, group.raw, total, _base(query, bases, group.dimensions))
+                for m in query.metrics
+            ],
+        )
+        for group in groups
     ]
     if query.comparison is not None:
         rows = await _compare(conn, query, rows, time_index=time_index, max_span=max_span)
-    return Answer(rows, page.total_rows, labels, query.range, query.comparison)
+    return Answer(rows, total_rows, labels, query.range, query.comparison)
+
+
+def without_goal_conditions(node: Filter | None) -> Filter | None:
+    """The filter less its top-level event:goal conditions (those conversion_rate sets aside)."""
+    if isinstance(node, Condition) and node.dimension == GOAL:
+        return None
+    if isinstance(node, AllOf):
+        kept = tuple(
+            child for child in node.filters if not (isinstance(child, Condition) and child.dimension == GOAL)
+        )
+        if not kept:
+            return None
+        return kept[0] if len(kept) == 1 else AllOf(kept)
+    return node
+
+
+def _base_query(query: StatsQuery) -> StatsQuery:
+    dimensions = tuple(d for d in query.dimensions if d != GOAL)
+    return replace(
+        query,
+        metrics=("visitors",),
+        dimensions=dimensions,
+        filter=without_goal_conditions(query.filter),
+        order_by=(),
+        offset=0,
+        time_labels=False,
+        total_rows=False,
+        comparison=None,
+    )
+
+
+async def _bases(
+    conn: AsyncConnection[Any], query: StatsQuery, span: TimeRange, max_span: timedelta
+) -> Bases:
+    base = _base_query(query)
+    found = await stats.grouped(conn, base, span, max_span=max_span, paginate=False)
+    return {group.dimensions: group.raw.visitors for group in found.groups}
+
+
+def _base(query: StatsQuery, bases: Bases, dimensions: tuple[str, ...]) -> int:
+    if CONVERSION_RATE not in query.metrics:
+        return 0
+    key = tuple(value for name, value in zip(query.dimensions, dimensions, strict=True) if name != GOAL)
+    return bases.get(key, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Descending:
+    """Reverses the order of a byte string inside a sort key."""
+
+    value: bytes
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.value > other.value
+
+
+def _sorted(query: StatsQuery, groups: list[stats.Group], total: int, bases: Bases) -> list[stats.Group]:
+    """The groups in the order grouping.order gives in SQL: exact metric values, then dimensions
+    in code-point order (PostgreSQL's "C" collation compares UTF-8 bytes)."""
+
+    def key(group: stats.Group) -> list[Any]:
+        keys: list[Any] = []
+        used: set[str] = set()
+        for order in query.order_by:
+            if order.field in query.dimensions:
+                text = group.dimensions[query.dimensions.index(order.field)].encode()
+                keys.append(_Descending(text) if order.direction == "desc" else text)
+                used.add(order.field)
+            else:
+                exact: Fraction = metric_values.exact_value(
+                    order.field, group.raw, total, _base(query, bases, group.dimensions)
+                )
+                keys.append(-exact if order.direction == "desc" else exact)
+        keys += [
+            value.encode()
+            for name, value in zip(query.dimensions, group.dimensions, strict=True)
+            if name not in used
+        ]
+        return keys
+
+    return sorted(groups, key=key)
 
 
 async def _compare(
@@ -76,6 +188,7 @@ async def _compare(
     dimension the bucket at the same position in the comparison period."""
     assert query.comparison is not None
     before = await stats.grouped(conn, query, query.comparison, max_span=max_span, paginate=False)
+    bases = await _bases(conn, query, query.comparison, max_span) if CONVERSION_RATE in query.metrics else {}
     total = (
         await stats.total_visitors(conn, query, query.comparison, max_span=max_span)
         if PERCENTAGE in query.metrics
@@ -105,9 +218,10 @@ async def _compare(
             position = main_positions.get(row.dimensions[time_index], -1)
             other = other_labels[position] if 0 <= position < len(other_labels) else ""
             dimensions = (*dimensions[:time_index], other, *dimensions[time_index + 1 :])
-        values = [metric_values.value(m, raw, total) for m in query.metrics]
+        base = _base(query, bases, dimensions)
+        values = [metric_values.value(m, raw, total, base) for m in query.metrics]
         change = [
-            metric_values.change(m, old, new, old_visits=raw.visits)
+            metric_values.change(m, old, new, old_visits=raw.visits, old_base=base)
             for m, old, new in zip(query.metrics, values, row.metrics, strict=True)
         ]
         compared.append(AnswerRow(row.dimensions, row.metrics, ComparisonRow(dimensions, values, change)))

@@ -18,7 +18,8 @@ METRICS = ["events", "visitors"]
 _FIELDS = {"date_range": "start_date", "date_range.period": "start_date", "include.time_labels": "interval"}
 
 
-def _range(start: str, end: str) -> query_pb2.DateRange:
+def seed_range(start: str, end: str) -> query_pb2.DateRange:
+    """startDate and endDate of seed 002's routes: both or neither (the last 30 days)."""
     if not start and not end:
         return query_pb2.DateRange(period="30d")
     if not start:
@@ -40,7 +41,7 @@ def metrics_query(request: query_pb2.GetEventMetricsRequest, site_id: str) -> qu
     name = STORED_PAGEVIEW if event.lower() in PAGEVIEW_NAMES else event
     return query_pb2.QueryRequest(
         site_id=site_id,
-        date_range=_range(request.start_date, request.end_date),
+        date_range=seed_range(request.start_date, request.end_date),
         metrics=METRICS,
         dimensions=[INTERVALS[interval]],
         filters=[
@@ -56,7 +57,7 @@ def summary_queries(
     request: query_pb2.GetEventsSummaryRequest, site_id: str
 ) -> tuple[query_pb2.QueryRequest, query_pb2.QueryRequest]:
     """The totals and the per-name lines, to run in one snapshot."""
-    date_range = _range(request.start_date, request.end_date)
+    date_range = seed_range(request.start_date, request.end_date)
     totals = query_pb2.QueryRequest(site_id=site_id, date_range=date_range, metrics=METRICS)
     names = query_pb2.QueryRequest(
         site_id=site_id,
@@ -77,7 +78,8 @@ def translate(error: ServiceError) -> ServiceError:
     )
 
 
-def _rfc3339(query: StatsQuery) -> tuple[str, str]:
+def rfc3339_range(query: StatsQuery) -> tuple[str, str]:
+    """The query's resolved range as RFC 3339 UTC instants (start inclusive, end exclusive)."""
     start, end = (at.isoformat().replace("+00:00", "Z") for at in (query.range.start, query.range.end))
     return start, end
 
@@ -87,7 +89,7 @@ def metrics_response(
 ) -> query_pb2.GetEventMetricsResponse:
     if answer.total_rows > len(answer.rows):
         raise ServiceError.field("interval", f"gives more than {len(answer.rows)} buckets over this period")
-    start, end = _rfc3339(query)
+    start, end = rfc3339_range(query)
     return query_pb2.GetEventMetricsResponse(
         site_id=query.site_id,
         event=request.event.strip(),
@@ -107,7 +109,7 @@ def metrics_response(
 def summary_response(totals: Answer, names: Answer, query: StatsQuery) -> query_pb2.GetEventsSummaryResponse:
     if names.total_rows > len(names.rows):
         raise ServiceError.field("start_date", f"the period has more than {len(names.rows)} event names")
-    start, end = _rfc3339(query)
+    start, end = rfc3339_range(query)
     total_events, unique_users = (int(v) for v in totals.rows[0].metrics)
     return query_pb2.GetEventsSummaryResponse(
         site_id=query.site_id,

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from query_service.spec import (
+    GOAL,
     PROPS_PREFIX,
     AllOf,
     AnyOf,
     Condition,
     Filter,
+    Goal,
     Negation,
     is_event_dimension,
     is_visit_dimension,
@@ -64,14 +66,21 @@ class Params:
 
 @dataclass(frozen=True)
 class Scope:
-    """The table aliases a query has: events (``e``), its visit (``s``), the visit's first event (``h``)."""
+    """The table aliases a query has: events (``e``), its visit (``s``), the visit's first event
+    (``h``), the goal an event completes (``g``, grouped by event:goal); and the site's goals."""
 
     event: str | None = None
     session: str | None = None
     head: str | None = None
+    goal: str | None = None
+    goals: tuple[Goal, ...] = ()
 
     def expression(self, dimension: str, params: Params) -> sql.Composable:
         """The text value of a dimension (never NULL: '' when absent)."""
+        if dimension == GOAL:
+            if self.goal is None:
+                raise ValueError(f"{dimension} needs the goals joined")
+            return sql.Identifier(self.goal, "goal")
         if is_event_dimension(dimension):
             if self.event is None:
                 raise ValueError(f"{dimension} needs the events of the query")
@@ -116,7 +125,44 @@ def compile_filter(node: Filter, scope: Scope, params: Params) -> sql.Composable
     return sql.SQL("({})").format(joiner.join(compile_filter(child, scope, params) for child in node.filters))
 
 
+def selected_goals(condition: Condition, goals: tuple[Goal, ...]) -> list[Goal]:
+    """The goals an event:goal condition names (is, is_not: by name; contains, contains_not: by
+    part of the name), whatever its negation."""
+    if condition.operator in ("is", "is_not"):
+        return [goal for goal in goals if goal.name in condition.values]
+    return [goal for goal in goals if any(v in goal.name for v in condition.values)]
+
+
+def completes(event: str, goals: list[Goal], params: Params) -> sql.Composable:
+    """Whether the event (alias) completes any of these goals."""
+    names = [goal.event_name for goal in goals if goal.event_name]
+    regexes = [goal.page_regex for goal in goals if goal.page_regex]
+    tests: list[sql.Composable] = []
+    if names:
+        tests.append(
+            sql.SQL("({e}.kind = 2 AND {e}.name = ANY({v}::text[]))").format(
+                e=sql.Identifier(event), v=params.add(names)
+            )
+        )
+    if regexes:
+        tests.append(
+            sql.SQL("({e}.kind = 1 AND {e}.path ~ ANY({v}::text[]))").format(
+                e=sql.Identifier(event), v=params.add(regexes)
+            )
+        )
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(tests)) if tests else sql.SQL("false")
+
+
+def _goal_condition(condition: Condition, scope: Scope, params: Params) -> sql.Composable:
+    if scope.event is None:
+        raise ValueError(f"{GOAL} needs the events of the query")
+    test = completes(scope.event, selected_goals(condition, scope.goals), params)
+    return sql.SQL("NOT {}").format(test) if condition.operator.endswith("_not") else test
+
+
 def _condition(condition: Condition, scope: Scope, params: Params) -> sql.Composable:
+    if condition.dimension == GOAL:
+        return _goal_condition(condition, scope, params)
     value = scope.expression(condition.dimension, params)
     values = list(condition.values)
     if condition.operator in ("is", "is_not"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -20,12 +20,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from query_service.spec import (
+    GOAL,
     PROPS_PREFIX,
     VISIT_METRICS,
     AllOf,
     AnyOf,
     Condition,
     Filter,
+    Goal,
     Negation,
     StatsQuery,
     TimeRange,
@@ -143,8 +145,38 @@ def _value(dimension: str, event: EventRow | None, visit: Visit) -> str:
     return visit.attribute(dimension)
 
 
-def matches(node: Filter, event: EventRow, visit: Visit) -> bool:
+def glob_matches(pattern: str, path: str) -> bool:
+    """A page path pattern by backtracking: ``**`` any characters, ``*`` any but ``/``."""
+    if not pattern:
+        return not path
+    if pattern.startswith("**"):
+        return any(glob_matches(pattern[2:], path[i:]) for i in range(len(path) + 1))
+    if pattern[0] == "*":
+        stop = path.find("/")
+        limit = len(path) if stop < 0 else stop
+        return any(glob_matches(pattern[1:], path[i:]) for i in range(limit + 1))
+    return bool(path) and path[0] == pattern[0] and glob_matches(pattern[1:], path[1:])
+
+
+def completed_goals(event: EventRow, goals: tuple[Goal, ...]) -> list[str]:
+    """Names of the goals the event completes: custom events by name, page views by pattern."""
+    return [
+        goal.name
+        for goal in goals
+        if (goal.event_name and event.kind == 2 and event.name == goal.event_name)
+        or (goal.page_path and event.kind == 1 and glob_matches(goal.page_path, event.path))
+    ]
+
+
+def matches(node: Filter, event: EventRow, visit: Visit, goals: tuple[Goal, ...] = ()) -> bool:
     if isinstance(node, Condition):
+        if node.dimension == GOAL:
+            done = completed_goals(event, goals)
+            if node.operator in ("is", "is_not"):
+                hit = any(name in node.values for name in done)
+            else:
+                hit = any(v in name for name in done for v in node.values)
+            return not hit if node.operator.endswith("_not") else hit
         value = _value(node.dimension, event, visit)
         if node.operator in ("is", "is_not"):
             hit = value in node.values
@@ -154,11 +186,11 @@ def matches(node: Filter, event: EventRow, visit: Visit) -> bool:
             hit = any(re.search(v, value) for v in node.values)
         return not hit if node.operator.endswith("_not") else hit
     if isinstance(node, Negation):
-        return not matches(node.filter, event, visit)
+        return not matches(node.filter, event, visit, goals)
     if isinstance(node, AllOf):
-        return all(matches(child, event, visit) for child in node.filters)
+        return all(matches(child, event, visit, goals) for child in node.filters)
     assert isinstance(node, AnyOf)
-    return any(matches(child, event, visit) for child in node.filters)
+    return any(matches(child, event, visit, goals) for child in node.filters)
 
 
 def _local(at: datetime, zone: ZoneInfo) -> datetime:
@@ -207,8 +239,10 @@ def _round(value: Fraction, places: int = 0) -> float:
     return (whole if scaled >= 0 else -whole) / 10**places if whole else 0.0
 
 
-def _exact(metric: str, acc: _Acc, total: int) -> Fraction:
+def _exact(metric: str, acc: _Acc, total: int, base: int = 0) -> Fraction:
     visits = acc.visits or len(acc.visit_keys)
+    if metric == "conversion_rate":
+        return Fraction(100 * len(acc.visitors), base) if base else Fraction(0)
     if metric == "visitors":
         return Fraction(len(acc.visitors))
     if metric in ("pageviews", "events"):
@@ -227,7 +261,7 @@ def _exact(metric: str, acc: _Acc, total: int) -> Fraction:
 
 
 def _shown(metric: str, exact: Fraction) -> float:
-    return _round(exact, 2 if metric in ("views_per_visit", "percentage") else 0)
+    return _round(exact, 2 if metric in ("views_per_visit", "percentage", "conversion_rate") else 0)
 
 
 @dataclass(frozen=True)
@@ -251,20 +285,25 @@ def _groups(
     visit_of: dict[uuid.UUID, Visit] = {e.event_id: v for v in visits for e in v.events}
     metrics = set(query.metrics)
     event_dims = any(is_event_dimension(d) for d in query.dimensions)
-    event_side = bool(metrics & {"visitors", "pageviews", "events", "percentage"}) or (
+    event_side = bool(metrics & {"visitors", "pageviews", "events", "percentage", "conversion_rate"}) or (
         event_dims and bool(metrics & set(VISIT_METRICS))
     )
     visit_side = bool(metrics & set(VISIT_METRICS)) and not event_dims
 
-    def key(event: EventRow | None, visit: Visit, at: datetime) -> tuple[str, ...]:
-        values: list[str] = []
+    def keys(event: EventRow | None, visit: Visit, at: datetime) -> list[tuple[str, ...]]:
+        """The groups a row falls in: one, or one per goal an event completes (event:goal)."""
+        found: list[tuple[str, ...]] = [()]
         for name in query.dimensions:
             if is_time_dimension(name):
                 assert query.bucket is not None
-                values.append(bucket_label(at, zone, query.bucket))
+                options = [bucket_label(at, zone, query.bucket)]
+            elif name == GOAL:
+                assert event is not None
+                options = completed_goals(event, query.goals)
             else:
-                values.append(_value(name, event, visit))
-        return tuple(values)
+                options = [_value(name, event, visit)]
+            found = [(*prefix, option) for prefix in found for option in options]
+        return found
 
     groups: dict[tuple[str, ...], _Acc] = {}
     counted = [
@@ -273,26 +312,28 @@ def _groups(
         if not e.is_bot
         and e.visitor_id != 0
         and span.start <= e.time < span.end
-        and (query.filter is None or matches(query.filter, e, visit_of[e.event_id]))
+        and (query.filter is None or matches(query.filter, e, visit_of[e.event_id], query.goals))
     ]
     if event_side:
         for event in counted:
             visit = visit_of[event.event_id]
-            acc = groups.setdefault(key(event, visit, event.time), _Acc())
-            acc.visitors.add(event.visitor_id)
-            acc.events += 1
-            acc.pageviews += event.kind == 1
-            if event_dims and visit.started_at >= span.start:
-                acc.visit_keys.add((event.visitor_id, visit.started_at))
+            for group in keys(event, visit, event.time):
+                acc = groups.setdefault(group, _Acc())
+                acc.visitors.add(event.visitor_id)
+                acc.events += 1
+                acc.pageviews += event.kind == 1
+                if event_dims and visit.started_at >= span.start:
+                    acc.visit_keys.add((event.visitor_id, visit.started_at))
     if visit_side:
         for visit in visits:
             if not span.start <= visit.started_at < span.end:
                 continue
             if query.filter is not None and not any(
-                matches(query.filter, e, visit) for e in visit.events if e.time < span.end
+                matches(query.filter, e, visit, query.goals) for e in visit.events if e.time < span.end
             ):
                 continue
-            acc = groups.setdefault(key(None, visit, visit.started_at), _Acc())
+            (group,) = keys(None, visit, visit.started_at)
+            acc = groups.setdefault(group, _Acc())
             acc.visits += 1
             acc.bounces += visit.is_bounce
             acc.visit_pageviews += visit.pageviews
@@ -303,11 +344,41 @@ def _groups(
     return groups, total
 
 
+def _bases(
+    query: StatsQuery, span: TimeRange, rows: list[EventRow], visits: list[Visit]
+) -> Callable[[tuple[str, ...]], int]:
+    """conversion_rate's divisor per row: visitors of the row's group asked without the goal
+    (no event:goal dimension, no top-level event:goal condition)."""
+    if "conversion_rate" not in query.metrics:
+        return lambda dims: 0
+    top = query.filter.filters if isinstance(query.filter, AllOf) else (query.filter,) if query.filter else ()
+    kept = tuple(f for f in top if not (isinstance(f, Condition) and f.dimension == GOAL))
+    goal_less = StatsQuery(
+        site_id=query.site_id,
+        timezone=query.timezone,
+        range=span,
+        metrics=("visitors",),
+        dimensions=tuple(d for d in query.dimensions if d != GOAL),
+        filter=AllOf(kept) if kept else None,
+        order_by=(),
+        limit=0,
+        offset=0,
+        bucket=query.bucket,
+        goals=query.goals,
+    )
+    groups, _ = _groups(goal_less, span, rows, visits)
+    found = {dims: len(acc.visitors) for dims, acc in groups.items()}
+    return lambda dims: found.get(
+        tuple(d for name, d in zip(query.dimensions, dims, strict=True) if name != GOAL), 0
+    )
+
+
 def answer(query: StatsQuery, rows: list[EventRow]) -> RefAnswer:
     """The answer Query must give, rows already cut to the page."""
     zone = ZoneInfo(query.timezone)
     visits = visits_of(rows)
     groups, total = _groups(query, query.range, rows, visits)
+    base = _bases(query, query.range, rows, visits)
     labels = all_labels(query.range, zone, query.bucket) if query.time_labels and query.bucket else None
     if labels is not None and len(query.dimensions) == 1:
         for name in labels:
@@ -326,7 +397,7 @@ def answer(query: StatsQuery, rows: list[EventRow]) -> RefAnswer:
                     value = value.value
                 used.add(order.field)
             else:
-                exact = _exact(order.field, acc, total)
+                exact = _exact(order.field, acc, total, base(dims))
                 value = -exact if order.direction == "desc" else exact
             keys.append(value)
         keys += [d.encode() for name, d in zip(query.dimensions, dims, strict=True) if name not in used]
@@ -334,7 +405,10 @@ def answer(query: StatsQuery, rows: list[EventRow]) -> RefAnswer:
 
     ordered = sorted(groups.items(), key=sort_key)
     page = ordered[query.offset : query.offset + query.limit]
-    result = [RefRow(dims, [_shown(m, _exact(m, acc, total)) for m in query.metrics]) for dims, acc in page]
+    result = [
+        RefRow(dims, [_shown(m, _exact(m, acc, total, base(dims))) for m in query.metrics])
+        for dims, acc in page
+    ]
     if query.comparison is not None:
         result = _compared(query, rows, visits, result)
     return RefAnswer(result, len(ordered), labels)
@@ -346,6 +420,7 @@ def _compared(
     assert query.comparison is not None
     zone = ZoneInfo(query.timezone)
     groups, total = _groups(query, query.comparison, rows, visits)
+    base_of = _bases(query, query.comparison, rows, visits)
     time_index = next((i for i, d in enumerate(query.dimensions) if is_time_dimension(d)), None)
     main = all_labels(query.range, zone, query.bucket) if query.bucket else []
     other = all_labels(query.comparison, zone, query.bucket) if query.bucket else []
@@ -357,10 +432,13 @@ def _compared(
             label = other[position] if 0 <= position < len(other) else ""
             dims = (*dims[:time_index], label, *dims[time_index + 1 :])
         acc = groups.get(dims, _Acc()) if (time_index is None or dims[time_index]) else _Acc()
-        values = [_shown(m, _exact(m, acc, total)) for m in query.metrics]
+        base = base_of(dims) if (time_index is None or dims[time_index]) else 0
+        values = [_shown(m, _exact(m, acc, total, base)) for m in query.metrics]
         changes: list[float | None] = []
         for metric, old, new in zip(query.metrics, values, row.metrics, strict=True):
-            if metric == "bounce_rate":
+            if metric == "conversion_rate":
+                changes.append(None if not base else _round(Fraction(new) - Fraction(old), 2))
+            elif metric == "bounce_rate":
                 changes.append(None if not acc.visits else _round(Fraction(new) - Fraction(old)))
             elif old == 0:
                 changes.append(100.0 if new > 0 else 0.0)

@@ -16,6 +16,8 @@ from analytics_grpc.metadata import Context, credential
 from query_service import timerange
 from query_service.spec import (
     ALL_METRICS,
+    CONVERSION_RATE,
+    GOAL,
     OPERATORS,
     PERCENTAGE,
     PROPS_PREFIX,
@@ -25,6 +27,7 @@ from query_service.spec import (
     Bucket,
     Condition,
     Filter,
+    Goal,
     Negation,
     Operator,
     OrderKey,
@@ -43,6 +46,7 @@ MAX_VALUES = 100
 MAX_VALUE_LENGTH = 1024
 MAX_LABELS = 20_000
 COMPARISON_MODES = ("previous_period", "year_over_year", "custom")
+GOAL_OPERATORS = ("is", "is_not", "contains", "contains_not")
 _BUCKETS: dict[str, Bucket] = {
     "time:hour": "hour",
     "time:day": "day",
@@ -67,17 +71,27 @@ def parse_site_uuid(value: str, field: str = "site_id") -> str:
         raise ServiceError.field(field, f"must be a UUID, got {shown(value)}") from None
 
 
-async def authorize(auth: AuthClient, context: Context, *, site_id: str = "", domain: str = "") -> SiteAccess:
-    """The caller may read the site (a key of it with the read scope, or the admin token)."""
+async def authorize(
+    auth: AuthClient,
+    context: Context,
+    *,
+    site_id: str = "",
+    domain: str = "",
+    scope: int = auth_pb2.SCOPE_READ,
+) -> SiteAccess:
+    """The caller may read the site (a key of it with the read scope, or the admin token); or, with
+    ``scope`` SCOPE_ADMIN, change the site's definitions."""
     api_key = credential(context)
     if not api_key:
         raise unauthenticated()
     access = await auth.site_access(api_key, site_id=site_id, domain=domain)
-    access.principal.require(auth_pb2.SCOPE_READ)
+    access.principal.require(scope)
     return access
 
 
-async def authorize_site(auth: AuthClient, context: Context, site_id: str) -> SiteAccess:
+async def authorize_site(
+    auth: AuthClient, context: Context, site_id: str, scope: int = auth_pb2.SCOPE_READ
+) -> SiteAccess:
     """authorize() for routes whose site is optional: a key's own site when none is named."""
     if not site_id:
         api_key = credential(context)
@@ -87,14 +101,15 @@ async def authorize_site(auth: AuthClient, context: Context, site_id: str) -> Si
         if principal.is_admin:
             raise ServiceError.field("site_id", "is required with the admin token")
         site_id = principal.site_id
-    return await authorize(auth, context, site_id=parse_site_uuid(site_id))
+    return await authorize(auth, context, site_id=parse_site_uuid(site_id), scope=scope)
 
 
 class _Checker:
-    def __init__(self) -> None:
+    def __init__(self, goals: tuple[Goal, ...] = ()) -> None:
         self.violations: list[FieldViolation] = []
         self.conditions = 0
         self.patterns: list[tuple[str, str]] = []
+        self.goals = goals
 
     def bad(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
@@ -104,7 +119,7 @@ def _dimension_problem(name: str) -> str | None:
     if (
         is_time_dimension(name)
         or is_visit_dimension(name)
-        or name in ("event:page", "event:name", "event:hostname")
+        or name in ("event:page", "event:name", "event:hostname", GOAL)
     ):
         return None
     if name.startswith(PROPS_PREFIX):
@@ -165,8 +180,14 @@ def _condition(check: _Checker, condition: query_pb2.Condition, path: str) -> Co
     elif len(values) > MAX_VALUES:
         check.bad(f"{path}.values", f"must hold at most {MAX_VALUES} values")
         ok = False
+    if dimension == GOAL and ok and operator not in GOAL_OPERATORS:
+        check.bad(f"{path}.operator", f"event:goal takes {', '.join(GOAL_OPERATORS)}, got {shown(operator)}")
+        ok = False
     for index, text in enumerate(values):
-        if len(text) > MAX_VALUE_LENGTH:
+        if dimension == GOAL and operator in ("is", "is_not") and text not in {g.name for g in check.goals}:
+            check.bad(f"{path}.values[{index}]", f"the goal {shown(text)} is not configured for this site")
+            ok = False
+        elif len(text) > MAX_VALUE_LENGTH:
             check.bad(f"{path}.values[{index}]", f"must be at most {MAX_VALUE_LENGTH} characters")
             ok = False
         elif operator in ("matches", "matches_not"):
@@ -222,6 +243,48 @@ def _metrics(check: _Checker, metrics: list[str], dimensions: list[str]) -> None
             )
         elif name == PERCENTAGE and not dimensions:
             check.bad(f"metrics[{index}]", "percentage needs at least one dimension")
+
+
+def _conversion(check: _Checker, metrics: list[str], dimensions: list[str], tree: Filter | None) -> None:
+    """conversion_rate divides by the same question without its goal: it needs an event:goal
+    dimension or top-level event:goal conditions, and no other use of event:goal in the filters."""
+    if CONVERSION_RATE not in metrics:
+        return
+    field = f"metrics[{metrics.index(CONVERSION_RATE)}]"
+    top = tree.filters if isinstance(tree, AllOf) else (tree,) if tree is not None else ()
+    goal_conditions = [f for f in top if isinstance(f, Condition) and f.dimension == GOAL]
+    rest = [f for f in top if not (isinstance(f, Condition) and f.dimension == GOAL)]
+    if GOAL not in dimensions and not goal_conditions:
+        check.bad(field, "conversion_rate needs an event:goal dimension or filter")
+    elif any(GOAL in _used(f) for f in rest):
+        check.bad(
+            field,
+            "conversion_rate needs its event:goal filters at the top level, not under any_of or negation",
+        )
+
+
+def _used(node: Filter) -> list[str]:
+    if isinstance(node, Condition):
+        return [node.dimension]
+    if isinstance(node, Negation):
+        return _used(node.filter)
+    return [name for child in node.filters for name in _used(child)]
+
+
+def mentions_goals(request: query_pb2.QueryRequest) -> bool:
+    """Whether the request uses event:goal (so the site's goals are needed to parse it)."""
+
+    def in_filter(node: query_pb2.Filter) -> bool:
+        kind = node.WhichOneof("kind")
+        if kind == "condition":
+            return node.condition.dimension == GOAL
+        if kind == "negation":
+            return in_filter(node.negation)
+        if kind in ("all_of", "any_of"):
+            return any(in_filter(child) for child in getattr(node, kind).filters)
+        return False
+
+    return GOAL in request.dimensions or any(in_filter(node) for node in request.filters)
 
 
 def _dimensions(check: _Checker, dimensions: list[str]) -> list[str]:
@@ -306,16 +369,21 @@ def _comparison(
 
 
 async def parse_query(
-    request: query_pb2.QueryRequest, site_id: str, timezone: str, first_day: FirstDay
+    request: query_pb2.QueryRequest,
+    site_id: str,
+    timezone: str,
+    first_day: FirstDay,
+    goals: tuple[Goal, ...] = (),
 ) -> tuple[StatsQuery, list[tuple[str, str]]]:
     """The validated query and the regular expressions it uses (field path, pattern), which the
-    caller checks against the database that runs them."""
-    check = _Checker()
+    caller checks against the database that runs them. ``goals``: the site's, when it uses event:goal."""
+    check = _Checker(goals)
     zone = ZoneInfo(timezone)
     metrics, dimensions = list(request.metrics), list(request.dimensions)
     times = _dimensions(check, dimensions)
     _metrics(check, metrics, dimensions)
     tree = _filters(check, list(request.filters))
+    _conversion(check, metrics, dimensions, tree)
     order = _order(check, list(request.order_by), metrics, times, dimensions)
     limit = request.pagination.limit or MAX_LIMIT
     if limit > MAX_LIMIT:
@@ -360,5 +428,6 @@ async def parse_query(
         time_labels=request.include.time_labels,
         total_rows=request.include.total_rows,
         comparison=comparison,
+        goals=goals if GOAL in dimensions or (tree is not None and GOAL in _used(tree)) else (),
     )
     return query, check.patterns

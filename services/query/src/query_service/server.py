@@ -8,13 +8,15 @@ import contextlib
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import query_pb2_grpc
+from analytics.v1 import product_pb2_grpc, query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
-from analytics_db import applied_version, create_pool, open_pool
+from analytics_db import applied_version, create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
+from query_service.product.definitions import SCHEMA as DEFINITIONS_SCHEMA
+from query_service.product.servicer import ProductServicer
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -44,12 +46,17 @@ async def serve(settings: Settings) -> None:
         QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
     )
+    server.add(
+        product_pb2_grpc.add_ProductServiceServicer_to_server,
+        ProductServicer(snapshots, auth),
+        "analytics.v1.ProductService",
+    )
     server.install_signal_handlers()
     await server.start()
     watcher: asyncio.Task[None] | None = None
     try:
         # Waiting for the database and the schema ends as soon as SIGTERM arrives.
-        ready = asyncio.ensure_future(_ready(pool))
+        ready = asyncio.ensure_future(_ready(pool, settings))
         stop = asyncio.ensure_future(server.wait_for_shutdown_signal())
         await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
@@ -74,6 +81,9 @@ async def serve(settings: Settings) -> None:
             await nc.drain()
 
 
-async def _ready(pool: AsyncConnectionPool) -> None:
+async def _ready(pool: AsyncConnectionPool, settings: Settings) -> None:
     await open_pool(pool)
+    if settings.migrate_on_start:
+        # The service's own definitions (goals, funnels); schema analytics is the processor's.
+        await migrate(settings.database_url, DEFINITIONS_SCHEMA, "query_service.migrations")
     await _wait_for_schema(pool, relations.REQUIRED_VERSION)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from google.protobuf import struct_pb2
+from psycopg import AsyncConnection
 
 from analytics.v1 import auth_pb2, query_pb2, query_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
@@ -15,9 +17,10 @@ from analytics_grpc.metadata import Context, credential
 from analytics_observability.metrics import observe_report
 from query_service import event_reports, plausible
 from query_service.answer import Answer, run
+from query_service.product.definitions import site_goals
 from query_service.reports import stats
 from query_service.reports.daily_stats import daily_stats
-from query_service.request import authorize, authorize_site, parse_query, parse_site_uuid
+from query_service.request import authorize, authorize_site, mentions_goals, parse_query, parse_site_uuid
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery, is_time_dimension
 
@@ -97,24 +100,34 @@ class Reports:
         """Several questions about one site, answered from one snapshot so they agree."""
         answers: list[tuple[Answer, StatsQuery]] = []
         async with self._snapshots.snapshot(context.time_remaining()) as conn:
-
-            async def first_day() -> date | None:
-                return await stats.first_event_day(conn, site_id, ZoneInfo(timezone))
-
             for request in requests:
-                query, patterns = await parse_query(request, site_id, timezone, first_day)
-                bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
-                if bad:
-                    raise ServiceError.invalid(
-                        [
-                            FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
-                            for i, reason in bad
-                        ]
-                    )
+                query = await self.parse(conn, request, site_id, timezone)
                 with observe_report(report_name(query)):
                     answer = await run(conn, query)
                 answers.append((answer, query))
         return answers
+
+    @staticmethod
+    async def parse(
+        conn: AsyncConnection[Any], request: query_pb2.QueryRequest, site_id: str, timezone: str
+    ) -> StatsQuery:
+        """The validated query, its goals loaded and its regular expressions checked by the
+        database that runs them."""
+
+        async def first_day() -> date | None:
+            return await stats.first_event_day(conn, site_id, ZoneInfo(timezone))
+
+        goals = await site_goals(conn, site_id) if mentions_goals(request) else ()
+        query, patterns = await parse_query(request, site_id, timezone, first_day, goals)
+        bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
+        if bad:
+            raise ServiceError.invalid(
+                [
+                    FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
+                    for i, reason in bad
+                ]
+            )
+        return query
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
-from analytics_config.names import DATABASE_URL, NATS_URL
+from analytics_config.names import DATABASE_URL, MIGRATE_ON_START, NATS_URL
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 
@@ -21,6 +21,8 @@ class Settings:
     statement_timeout_ms: int
     log_level: str
     metrics_listen: str | None
+    # Apply the migrations of schema query (goals, funnels) at start, under an advisory lock.
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -34,4 +36,5 @@ class Settings:
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
             log_level=env.log_level(),
             metrics_listen=env.metrics_listen(),
+            migrate_on_start=env.bool(MIGRATE_ON_START, True),
         )

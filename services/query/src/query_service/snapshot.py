@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import psycopg
 import structlog
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from analytics_grpc.errors import ServiceError
@@ -94,7 +94,8 @@ class DatabaseHealth:
 
 
 class Snapshots:
-    """Hands out read-only REPEATABLE READ transactions bounded by the caller's deadline."""
+    """Hands out read-only REPEATABLE READ transactions (and read-write ones for the service's own
+    definitions) bounded by the caller's deadline."""
 
     def __init__(self, pool: AsyncConnectionPool, health: DatabaseHealth, statement_timeout_ms: int) -> None:
         self._pool = pool
@@ -108,15 +109,28 @@ class Snapshots:
             return limit
         return max(_MIN_TIMEOUT_MS / 1000, min(limit, time_remaining - _MARGIN_S))
 
+    def snapshot(
+        self, time_remaining: float | None
+    ) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Any]]:
+        return self._transaction(time_remaining, "REPEATABLE READ, READ ONLY")
+
+    def write(
+        self, time_remaining: float | None
+    ) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A read-write transaction with the same bounds, for the service's own definitions."""
+        return self._transaction(time_remaining, "READ COMMITTED, READ WRITE")
+
     @contextlib.asynccontextmanager
-    async def snapshot(self, time_remaining: float | None) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _transaction(
+        self, time_remaining: float | None, mode: str
+    ) -> AsyncIterator[AsyncConnection[Any]]:
         timeout_s = self.timeout_s(time_remaining)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
             async with self._pool.connection(timeout=timeout_s) as conn, conn.transaction():
                 left_ms = max(_MIN_TIMEOUT_MS, int((deadline - loop.time()) * 1000))
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                await conn.execute(sql.SQL("SET TRANSACTION ISOLATION LEVEL {}").format(sql.SQL(mode)))
                 await conn.execute(_SETTINGS, (str(left_ms),))
                 yield conn
         except PoolTimeout:

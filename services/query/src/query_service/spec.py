@@ -14,13 +14,16 @@ EVENT_METRICS = ("visitors", "pageviews", "events")
 VISIT_METRICS = ("visits", "views_per_visit", "bounce_rate", "visit_duration")
 METRICS = ("visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "events")
 PERCENTAGE = "percentage"
-ALL_METRICS = (*METRICS, PERCENTAGE)
+# Visitors of the row per visitors of the same group without the goal (needs event:goal).
+CONVERSION_RATE = "conversion_rate"
+ALL_METRICS = (*METRICS, PERCENTAGE, CONVERSION_RATE)
 # Visit metrics that describe whole visits, so they cannot be split by an event's attributes
 # (Plausible refuses the same combinations).
 WHOLE_VISIT_METRICS = ("views_per_visit", "bounce_rate", "visit_duration")
 
-# Attributes of one event.
-EVENT_DIMENSIONS = ("event:page", "event:name", "event:hostname")
+# Attributes of one event. event:goal is the site's goals the event completes (none, one or several).
+GOAL = "event:goal"
+EVENT_DIMENSIONS = ("event:page", "event:name", "event:hostname", GOAL)
 PROPS_PREFIX = "event:props:"
 # Attributes of a visit: taken from its first event (entry page: its first page view; exit page:
 # its last page view).
@@ -59,6 +62,16 @@ def is_visit_dimension(name: str) -> bool:
 
 def is_time_dimension(name: str) -> bool:
     return name in TIME_DIMENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """A site's goal as event:goal reads it: a custom event's name, or a page path pattern."""
+
+    name: str  # the display name, which event:goal values are
+    event_name: str = ""  # completed by a custom event (kind 2) of this name…
+    page_path: str = ""  # …or by a page view whose path matches this pattern,
+    page_regex: str = ""  # which is this regular expression (product.patterns.to_regex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +134,5 @@ class StatsQuery:
     time_labels: bool = False
     total_rows: bool = False
     comparison: TimeRange | None = None
+    # The site's goals, when the query uses event:goal.
+    goals: tuple[Goal, ...] = ()

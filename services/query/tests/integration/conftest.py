@@ -12,13 +12,14 @@ import grpc
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, query_pb2_grpc
+from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, product_pb2_grpc, query_pb2_grpc
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 from processor_service.writer import EventWriter, rows_of
+from query_service.product.servicer import ProductServicer
 from query_service.reference import EventRow
 from query_service.servicer import QueryServicer
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -62,6 +63,7 @@ class QueryStack:
     """The query service in front of a real auth service and database."""
 
     query: query_pb2_grpc.QueryServiceStub
+    product: product_pb2_grpc.ProductServiceStub
     auth: auth_pb2_grpc.AuthServiceStub
     pool: AsyncConnectionPool
     writer: EventWriter
@@ -107,6 +109,7 @@ class QueryStack:
 async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
     await migrate(database_url, "auth", "auth_service.migrations")
     await migrate(database_url, "analytics", "processor_service.migrations")
+    await migrate(database_url, "query", "query_service.migrations")
     pool = create_pool(database_url, name="query-test", max_size=6)
     await open_pool(pool)
     auth_server = GrpcServer("auth", "127.0.0.1:0", grace_s=1)
@@ -126,6 +129,11 @@ async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
         QueryServicer(snapshots, auth_client),
         "analytics.v1.QueryService",
     )
+    server.add(
+        product_pb2_grpc.add_ProductServiceServicer_to_server,
+        ProductServicer(snapshots, auth_client),
+        "analytics.v1.ProductService",
+    )
     port = await server.start()
     await server.set_serving()
     async with (
@@ -134,6 +142,7 @@ async def query_stack(database_url: str) -> AsyncIterator[QueryStack]:
     ):
         yield QueryStack(
             query=query_pb2_grpc.QueryServiceStub(channel),
+            product=product_pb2_grpc.ProductServiceStub(channel),
             auth=auth_pb2_grpc.AuthServiceStub(auth_channel),
             pool=pool,
             writer=EventWriter(pool),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from query_service.spec import PERCENTAGE, Bucket, StatsQuery
+from query_service.spec import CONVERSION_RATE, PERCENTAGE, Bucket, StatsQuery
 
 BUCKET_FORMAT = {
     "hour": "YYYY-MM-DD HH24:00:00",
@@ -51,7 +51,8 @@ def exact(metric: str) -> sql.Composable:
     """A metric's exact value, for sorting (the answer rounds it)."""
     if metric in ("visitors", "pageviews", "events", "visits"):
         return sql.Identifier(metric)
-    if metric == PERCENTAGE:
+    if metric in (PERCENTAGE, CONVERSION_RATE):
+        # conversion_rate's pages are sorted in Python (answer.run); any stable order does here.
         return sql.Identifier("visitors")
     numerator = {
         "bounce_rate": "bounces",

@@ -21,7 +21,9 @@ from query_service import relations
 from query_service.filters import Params, Scope, compile_filter, needs_head, uses
 from query_service.reports import grouping, rollups
 from query_service.spec import (
+    CONVERSION_RATE,
     EVENT_METRICS,
+    GOAL,
     PERCENTAGE,
     VISIT_METRICS,
     StatsQuery,
@@ -80,7 +82,7 @@ def _plan(query: StatsQuery) -> _Plan:
     visit_dims = any(is_visit_dimension(d) for d in query.dimensions) or any(
         is_visit_dimension(d) for d in filtered
     )
-    wants_events = bool(metrics & {*EVENT_METRICS, PERCENTAGE})
+    wants_events = bool(metrics & {*EVENT_METRICS, PERCENTAGE, CONVERSION_RATE})
     wants_visits = bool(metrics & set(VISIT_METRICS))
     event_visits = event_dims and wants_visits
     return _Plan(
@@ -109,8 +111,9 @@ def _head_join(session: str = "s", head: str = "h") -> sql.Composable:
     ).format(events=relations.EVENTS, h=sql.Identifier(head), s=sql.Identifier(session))
 
 
-def _events_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]:
-    """FROM … WHERE of the counted events (and their visits when needed)."""
+def _events_from(plan: _Plan, query: StatsQuery, *, goal_join: bool = False) -> tuple[sql.Composable, Scope]:
+    """FROM … WHERE of the counted events (and their visits when needed); with ``goal_join``, one
+    row per event and goal it completes (alias ``g``)."""
     parts: list[sql.Composable] = [sql.SQL("FROM {} e").format(relations.EVENTS)]
     if plan.join_sessions or plan.join_head:
         parts.append(
@@ -121,10 +124,25 @@ def _events_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]
         )
     if plan.join_head:
         parts.append(_head_join())
+    if goal_join:
+        goals = query.goals
+        parts.append(
+            sql.SQL(
+                " JOIN unnest({}::text[], {}::text[], {}::text[]) AS g(goal, event_name, page_regex)"
+                " ON (g.event_name <> '' AND e.kind = 2 AND e.name = g.event_name)"
+                " OR (g.page_regex <> '' AND e.kind = 1 AND e.path ~ g.page_regex)"
+            ).format(
+                plan.params.add([goal.name for goal in goals]),
+                plan.params.add([goal.event_name for goal in goals]),
+                plan.params.add([goal.page_regex for goal in goals]),
+            )
+        )
     scope = Scope(
         event="e",
         session="s" if plan.join_sessions or plan.join_head else None,
         head="h" if plan.join_head else None,
+        goal="g" if goal_join else None,
+        goals=query.goals,
     )
     parts.append(
         sql.SQL(
@@ -142,13 +160,13 @@ def _visits_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]
     parts: list[sql.Composable] = [sql.SQL("FROM {} s").format(relations.SESSIONS)]
     if plan.join_head:
         parts.append(_head_join())
-    scope = Scope(session="s", head="h" if plan.join_head else None)
+    scope = Scope(session="s", head="h" if plan.join_head else None, goals=query.goals)
     parts.append(
         sql.SQL(" WHERE s.site_id = %(site)s AND s.started_at >= %(start)s AND s.started_at < %(end)s")
     )
     if query.filter is not None:
         if plan.filter_on_events:
-            inner = Scope(event="e", session="s", head=scope.head)
+            inner = Scope(event="e", session="s", head=scope.head, goals=query.goals)
             parts.append(
                 sql.SQL(
                     " AND EXISTS (SELECT 1 FROM {} e"
@@ -169,7 +187,7 @@ def _grouped_sql(
     names = grouping.dimension_names(count)
     ctes: list[sql.Composable] = []
     if plan.event_side:
-        source, scope = _events_from(plan, query)
+        source, scope = _events_from(plan, query, goal_join=GOAL in query.dimensions)
         dims = [_dimension(d, scope, sql.SQL("e.time"), query, plan) for d in query.dimensions]
         visits = (
             sql.SQL("count(DISTINCT (s.visitor_id, s.started_at)) FILTER (WHERE s.started_at >= %(start)s)")
@@ -302,6 +320,17 @@ async def total_visitors(
     cur = await conn.execute(statement, {**_base_params(query, span, max_span), **plan.params.values})
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def counted_events(
+    query: StatsQuery, max_span: timedelta
+) -> tuple[sql.Composable, Scope, Params, dict[str, object]]:
+    """FROM … WHERE of the events the query counts (its filter applied, their visits joined when
+    its dimensions are visit attributes), the aliases, and the parameters: the selection other
+    reports (funnels, retention) build on."""
+    plan = _plan(query)
+    source, scope = _events_from(plan, query)
+    return source, scope, plan.params, _base_params(query, query.range, max_span)
 
 
 async def max_session_span(conn: AsyncConnection[Any]) -> timedelta:

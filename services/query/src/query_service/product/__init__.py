@@ -1,0 +1,1 @@
+"""Product analytics: goals, funnels and retention cohorts, served as ProductService."""
