@@ -8,13 +8,14 @@ import contextlib
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import query_pb2_grpc
+from analytics.v1 import people_pb2_grpc, query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
+from query_service.people import PeopleServicer
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -43,6 +44,11 @@ async def serve(settings: Settings) -> None:
         query_pb2_grpc.add_QueryServiceServicer_to_server,
         QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
+    )
+    server.add(
+        people_pb2_grpc.add_PeopleServiceServicer_to_server,
+        PeopleServicer(snapshots, auth),
+        "analytics.v1.PeopleService",
     )
     server.install_signal_handlers()
     await server.start()
