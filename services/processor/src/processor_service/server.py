@@ -7,7 +7,7 @@ import contextlib
 
 import structlog
 
-from analytics.v1 import processor_pb2_grpc
+from analytics.v1 import privacy_pb2_grpc, processor_pb2_grpc
 from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
 from analytics_bus.revocations import follow_revocations
 from analytics_db import create_pool, migrate, open_pool
@@ -18,6 +18,7 @@ from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
 from processor_service.live import LivePublisher
+from processor_service.privacy import PrivacyServicer
 from processor_service.settings import Settings
 from processor_service.writer import EventWriter
 
@@ -57,6 +58,8 @@ async def serve(settings: Settings) -> None:
     server.add(
         processor_pb2_grpc.add_ProcessorServiceServicer_to_server, admin, "analytics.v1.ProcessorService"
     )
+    privacy = PrivacyServicer(auth)
+    server.add(privacy_pb2_grpc.add_PrivacyServiceServicer_to_server, privacy, "analytics.v1.PrivacyService")
     server.install_signal_handlers()
     await server.start()
     # One connection per batch in flight, plus one for a batch being retried while another starts.
@@ -69,6 +72,7 @@ async def serve(settings: Settings) -> None:
         async with pool.connection() as conn:
             tsl = await retention.is_tsl(conn)
             await retention.configure(conn, settings.raw_retention)
+        privacy.attach(pool)
         nc = await connect(settings.nats_url, "processor")
         await follow_revocations(nc, auth.revoke)
         js = nc.jetstream()
