@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import structlog
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import privacy_pb2_grpc, processor_pb2_grpc
 from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
 from analytics_bus.revocations import follow_revocations
+from analytics_bus.sites import SitesBus, follow_site_deletions
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-from processor_service import event_ids, retention
+from processor_service import event_ids, retention, site_data
 from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
@@ -47,6 +51,27 @@ class ServingHealth:
             self._up = True
             log.info("database reachable again: health SERVING")
             await self._server.set_serving()
+
+
+def _background(
+    pool: AsyncConnectionPool, js: JetStreamContext, settings: Settings, *, tsl: bool
+) -> list[asyncio.Task[None]]:
+    """The processor's periodic and bus-driven upkeep, cancelled at shutdown."""
+    # Forgets claimed event ids past their window (every replica may: deletes do not collide).
+    tasks = [asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")]
+    if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
+        tasks.append(
+            asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")
+        )
+    # Deletes a deleted site's rows when auth says so, and sweeps late arrivals of such sites.
+    tasks.append(
+        asyncio.create_task(
+            follow_site_deletions(js, SitesBus(), "processor", partial(site_data.deleted, pool)),
+            name="site-deletions",
+        )
+    )
+    tasks.append(asyncio.create_task(site_data.sweep_forever(pool), name="deleted-sites-sweep"))
+    return tasks
 
 
 async def serve(settings: Settings) -> None:
@@ -98,13 +123,7 @@ async def serve(settings: Settings) -> None:
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(watcher.run(), name="max-deliveries"),
         }
-        # Forgets claimed event ids past their window (every replica may: deletes do not collide).
-        expiry = asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")
-        background = [expiry]
-        if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
-            background.append(
-                asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")
-            )
+        background = _background(pool, js, settings, tsl=tsl)
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
         await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
