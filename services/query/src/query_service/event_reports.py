@@ -18,7 +18,8 @@ METRICS = ["events", "visitors"]
 _FIELDS = {"date_range": "start_date", "date_range.period": "start_date", "include.time_labels": "interval"}
 
 
-def _range(start: str, end: str) -> query_pb2.DateRange:
+def date_range_of(start: str, end: str) -> query_pb2.DateRange:
+    """These routes' startDate and endDate as a date range: both or neither (the last 30 days)."""
     if not start and not end:
         return query_pb2.DateRange(period="30d")
     if not start:
@@ -40,7 +41,7 @@ def metrics_query(request: query_pb2.GetEventMetricsRequest, site_id: str) -> qu
     name = STORED_PAGEVIEW if event.lower() in PAGEVIEW_NAMES else event
     return query_pb2.QueryRequest(
         site_id=site_id,
-        date_range=_range(request.start_date, request.end_date),
+        date_range=date_range_of(request.start_date, request.end_date),
         metrics=METRICS,
         dimensions=[INTERVALS[interval]],
         filters=[
@@ -56,7 +57,7 @@ def summary_queries(
     request: query_pb2.GetEventsSummaryRequest, site_id: str
 ) -> tuple[query_pb2.QueryRequest, query_pb2.QueryRequest]:
     """The totals and the per-name lines, to run in one snapshot."""
-    date_range = _range(request.start_date, request.end_date)
+    date_range = date_range_of(request.start_date, request.end_date)
     totals = query_pb2.QueryRequest(site_id=site_id, date_range=date_range, metrics=METRICS)
     names = query_pb2.QueryRequest(
         site_id=site_id,
@@ -68,12 +69,13 @@ def summary_queries(
     return totals, names
 
 
-def translate(error: ServiceError) -> ServiceError:
-    """The refusal with the fields named as these routes' parameters."""
+def translate(error: ServiceError, more: dict[str, str] | None = None) -> ServiceError:
+    """The refusal with the fields named as these routes' parameters (``more``: a route's own)."""
     if not error.violations:
         return error
+    names = {**_FIELDS, **(more or {})}
     return ServiceError.invalid(
-        [FieldViolation(_FIELDS.get(v.field, v.field), v.description) for v in error.violations]
+        [FieldViolation(names.get(v.field, v.field), v.description) for v in error.violations]
     )
 
 

@@ -18,9 +18,10 @@ from analytics.v1 import people_pb2, people_pb2_grpc, query_pb2
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError
 from analytics_grpc.metadata import Context
+from query_service import event_reports
 from query_service.reports import export, flows, sessions, stats
 from query_service.reports.timeline import timeline
-from query_service.request import authorize, parse_query, parse_site_uuid, shown
+from query_service.request import authorize, authorize_site, parse_query, parse_site_uuid, shown
 from query_service.snapshot import Snapshots
 from query_service.spec import StatsQuery
 
@@ -202,6 +203,24 @@ class PeopleServicer(people_pb2_grpc.PeopleServiceServicer):
             start=rfc3339(query.range.start),
             end=rfc3339(query.range.end),
         )
+
+    async def GetUserJourney(
+        self, request: people_pb2.GetUserJourneyRequest, context: Context
+    ) -> people_pb2.GetUserJourneyResponse:
+        access = await authorize_site(self._auth, context, request.site_id)
+        try:
+            timeline_answer = await self.user_timeline(
+                site_id=access.site.site_id,
+                timezone=access.site.timezone,
+                user_id=request.user_id,
+                date_range=event_reports.date_range_of(request.start_date, request.end_date),
+                pagination=query_pb2.Pagination(limit=request.limit, offset=request.offset),
+                context=context,
+            )
+        except ServiceError as error:
+            raise event_reports.translate(error, {"pagination.limit": "limit"}) from None
+        # The same fields and numbers: the journey answer is the timeline's, re-typed.
+        return people_pb2.GetUserJourneyResponse.FromString(timeline_answer.SerializeToString())
 
     async def GetPageFlows(
         self, request: people_pb2.GetPageFlowsRequest, context: Context

@@ -342,3 +342,29 @@ async def test_another_sites_key_is_refused(
             metadata=(("x-api-key", other_key),),
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_seed_journey_route_is_the_timeline_of_the_keys_site(
+    query_stack: QueryStack, people: people_pb2_grpc.PeopleServiceStub
+) -> None:
+    site, key = await query_stack.site("UTC")
+    day = datetime(2024, 5, 6, 10, tzinfo=UTC)
+    await query_stack.write(site, [*_visit(day, 1, "alice", ["/", "/a"]), *_visit(day, 2, "bob", ["/b"])])
+    md = (("x-api-key", key),)
+    journey = await people.GetUserJourney(
+        people_pb2.GetUserJourneyRequest(user_id="alice", start_date="2024-05-06", end_date="2024-05-06"),
+        metadata=md,
+    )
+    assert journey.total_sessions == 1 and journey.user_id == "alice"
+    assert [e.path for e in journey.sessions[0].events] == ["/", "/a"]
+    for fields, field in (
+        ({"start_date": "2024-05-06"}, "end_date"),
+        ({"start_date": "2024-05-07", "end_date": "2024-05-01"}, "start_date"),
+        ({"limit": 5000}, "limit"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await people.GetUserJourney(
+                people_pb2.GetUserJourneyRequest(user_id="alice", **fields), metadata=md
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(field), caught.value.details()
