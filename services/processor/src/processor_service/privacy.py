@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 
@@ -75,24 +76,13 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
             raise unavailable("the processor is not connected to the database yet, retry later")
         async with self._pool.connection() as conn:
             erased = await erasure.erase(conn, site_id, user_id=user_id, visitor_id=visitor_id)
+        counts = dataclasses.asdict(erased)
         # The audit line: who asked, which site, by what kind of id and what went; never the id.
         log.info(
             "erasure",
             site_id=site_id,
             by="user_id" if user_id else "visitor_id",
             caller="admin" if principal.is_admin else f"key:{principal.key_id}",
-            visitors=erased.visitors,
-            events=erased.events,
-            sessions=erased.sessions,
-            visitor_days=erased.visitor_days,
-            event_buckets=erased.event_buckets,
-            visit_buckets=erased.visit_buckets,
+            **counts,
         )
-        return privacy_pb2.EraseVisitorResponse(
-            visitors=erased.visitors,
-            events=erased.events,
-            sessions=erased.sessions,
-            visitor_days=erased.visitor_days,
-            event_buckets=erased.event_buckets,
-            visit_buckets=erased.visit_buckets,
-        )
+        return privacy_pb2.EraseVisitorResponse(**counts)

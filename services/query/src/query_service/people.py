@@ -69,14 +69,7 @@ async def select(
         return await stats.first_event_day(conn, site_id, ZoneInfo(timezone))
 
     query, patterns = await parse_query(request, site_id, timezone, first_day)
-    bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
-    if bad:
-        raise ServiceError.invalid(
-            [
-                FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
-                for i, reason in bad
-            ]
-        )
+    await stats.refuse_invalid_patterns(conn, patterns)
     return query
 
 
@@ -206,10 +199,10 @@ class PeopleServicer(people_pb2_grpc.PeopleServiceServicer):
 
     async def GetUserJourney(
         self, request: people_pb2.GetUserJourneyRequest, context: Context
-    ) -> people_pb2.GetUserJourneyResponse:
+    ) -> people_pb2.GetUserTimelineResponse:
         access = await authorize_site(self._auth, context, request.site_id)
         try:
-            timeline_answer = await self.user_timeline(
+            return await self.user_timeline(
                 site_id=access.site.site_id,
                 timezone=access.site.timezone,
                 user_id=request.user_id,
@@ -219,8 +212,6 @@ class PeopleServicer(people_pb2_grpc.PeopleServiceServicer):
             )
         except ServiceError as error:
             raise event_reports.translate(error, {"pagination.limit": "limit"}) from None
-        # The same fields and numbers: the journey answer is the timeline's, re-typed.
-        return people_pb2.GetUserJourneyResponse.FromString(timeline_answer.SerializeToString())
 
     async def GetPageFlows(
         self, request: people_pb2.GetPageFlowsRequest, context: Context

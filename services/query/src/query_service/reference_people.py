@@ -5,30 +5,11 @@ filters are reference.py's own, so both references agree on what a visit is and 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime
 
 from query_service.reference import EventRow, Visit, matches, visits_of
+from query_service.reports.sessions import ATTRIBUTES, SessionRow
 from query_service.spec import StatsQuery, TimeRange
-
-# The visit attributes a session row lists (reports.sessions.ATTRIBUTES).
-ATTRIBUTES = ("visit:source", "visit:channel", "visit:country", "visit:device", "visit:browser", "visit:os")
-
-
-@dataclass(frozen=True)
-class RefSession:
-    session_id: str
-    visitor_id: int
-    user_id: str
-    started_at: datetime
-    ended_at: datetime
-    pageviews: int
-    events: int
-    bounce: bool
-    entry_page: str
-    exit_page: str
-    pages: list[str]
-    attributes: tuple[str, ...]
 
 
 def chosen_visits(query: StatsQuery, rows: list[EventRow]) -> list[Visit]:
@@ -45,7 +26,7 @@ def chosen_visits(query: StatsQuery, rows: list[EventRow]) -> list[Visit]:
     ]
 
 
-def sessions(query: StatsQuery, rows: list[EventRow]) -> tuple[list[RefSession], int]:
+def sessions(query: StatsQuery, rows: list[EventRow]) -> tuple[list[SessionRow], int]:
     """The page of visits, most recent first (ties by visitor id), and how many there are."""
     by_visitor = sorted(chosen_visits(query, rows), key=lambda v: v.events[0].visitor_id)
     visits = sorted(by_visitor, key=lambda v: v.started_at, reverse=True)  # stable: ties by visitor
@@ -55,7 +36,7 @@ def sessions(query: StatsQuery, rows: list[EventRow]) -> tuple[list[RefSession],
         head = visit.events[0]
         pages = [e.path for e in visit.events if e.kind == 1]
         out.append(
-            RefSession(
+            SessionRow(
                 session_id=str(head.event_id),
                 visitor_id=head.visitor_id,
                 user_id=head.user_id or "",
