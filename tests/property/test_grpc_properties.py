@@ -278,6 +278,9 @@ UPSTREAMS = {
     "analytics.v1.ProductService": "query",
     "analytics.v1.AuthService": "auth",
     "analytics.v1.ProcessorService": "processor",
+    "analytics.v1.EventApiService": "ingest",
+    "analytics.v1.PeopleService": "query",
+    "analytics.v1.PrivacyService": "processor",
 }
 # Unary RPCs the raw-bytes fuzzer leaves alone, and why; every other one is fuzzed, new ones too.
 NOT_FUZZED = {
@@ -286,6 +289,9 @@ NOT_FUZZED = {
     "/analytics.v1.AuthService/RevokeApiKey": "could revoke the suite's own key",
     # Replays dead letters into the stream the ledger checks.
     "/analytics.v1.ProcessorService/ReplayDeadLetters": "republishes events",
+    # Would delete a site, or a person's data, that other checks count on.
+    "/analytics.v1.AuthService/DeleteSite": "deletes sites",
+    "/analytics.v1.PrivacyService/EraseVisitor": "erases stored events",
 }
 
 

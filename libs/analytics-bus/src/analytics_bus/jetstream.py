@@ -187,6 +187,11 @@ async def ensure_deadletter_stream(js: JetStreamContext, config: DeadLetterConfi
     )
 
 
+async def ensure_stream_config(js: JetStreamContext, wanted: StreamConfig) -> None:
+    """Creates a stream, or updates it to ``wanted``."""
+    await _ensure(js, wanted)
+
+
 async def _ensure(js: JetStreamContext, wanted: StreamConfig) -> None:
     name = wanted.name or ""
     try:

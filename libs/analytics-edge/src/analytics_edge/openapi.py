@@ -198,6 +198,8 @@ def _comment(location: descriptor_pb2.SourceCodeInfo.Location | None) -> str:
     text = location.leading_comments or location.trailing_comments
     # protoc keeps the space after `//`; drop it so indented lines in comments stay indented.
     lines = [line[1:] if line.startswith(" ") else line for line in text.splitlines()]
+    # Directives to buf (`buf:lint:ignore RULE`) are no documentation.
+    lines = [line for line in lines if not line.startswith("buf:")]
     return "\n".join(line.rstrip() for line in lines).strip()
 
 
@@ -542,7 +544,12 @@ class _Operations:
             else self.schemas.message(response)
         )
         ok: Json = {"description": self.index.comments.get(response, "OK")}
-        if http_method != "head":
+        if response == _HTTP_BODY and not field:
+            # The transcoder sends an HttpBody's data as the body, under its content_type; a
+            # stream of them is one body, each message's data as it comes.
+            ok = {"description": "The body as the method describes it (not JSON)."}
+            ok["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        elif http_method != "head":
             items = {"type": "array", "items": schema} if method.server_streaming else schema
             ok["content"] = {"application/json": {"schema": items}}
         responses: Json = {"200": ok}
@@ -550,6 +557,9 @@ class _Operations:
             if status != "413" or has_body:
                 responses[status] = {"$ref": f"#/components/responses/{name}"}
         return responses
+
+
+_HTTP_BODY = "google.api.HttpBody"
 
 
 def _error_responses(index: _Index, schemas: _Schemas) -> Json:

@@ -8,6 +8,7 @@ from functools import partial
 from analytics.v1 import auth_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import announce_revocation
+from analytics_bus.sites import SitesBus, ensure_sites_stream, publish_site_deleted
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from auth_service.servicer import AuthServicer
@@ -19,6 +20,8 @@ SCHEMA = "auth"
 
 async def serve(settings: Settings) -> None:
     nc = await connect(settings.nats_url, "auth")
+    js = nc.jetstream()
+    sites_bus = SitesBus()
     pool = create_pool(settings.database_url, name="auth", max_size=10)
     server = GrpcServer("auth", settings.grpc_listen, metrics_listen=settings.metrics_listen)
     server.add(
@@ -28,6 +31,7 @@ async def serve(settings: Settings) -> None:
             settings.admin_token,
             settings.internal_token,
             announce_revocation=partial(announce_revocation, nc),
+            announce_site_deleted=partial(publish_site_deleted, js, sites_bus),
         ),
         "analytics.v1.AuthService",
     )
@@ -37,6 +41,7 @@ async def serve(settings: Settings) -> None:
         await open_pool(pool)
         if settings.migrate_on_start:
             await migrate(settings.database_url, SCHEMA, "auth_service.migrations")
+        await ensure_sites_stream(js, sites_bus)
         await server.set_serving()
         await server.wait_for_shutdown_signal()
         await server.stop()

@@ -112,8 +112,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         *,
         clock: Callable[[], datetime] = utc_now,
         announce_revocation: Callable[[str], Awaitable[None]] | None = None,
+        announce_site_deleted: Callable[[str, datetime], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Tells every owner of per-site data to delete a deleted site's (analytics_bus.sites).
+        self._announce_site_deleted = announce_site_deleted
         # Tells the services that cache key look-ups to drop a revoked key now.
         self._announce_revocation = announce_revocation
         self._admin_token = admin_token
@@ -194,6 +197,34 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetSite(self, request: auth_pb2.GetSiteRequest, context: Context) -> auth_pb2.GetSiteResponse:
         site = await self._site_for(context, parse_site_id(request.site_id), manage=False)
         return auth_pb2.GetSiteResponse(site=site_message(site))
+
+    async def DeleteSite(
+        self, request: auth_pb2.DeleteSiteRequest, context: Context
+    ) -> auth_pb2.DeleteSiteResponse:
+        self._require_admin(context)
+        site_id = parse_site_id(request.site_id)
+        deleted = await self._store.delete_site(site_id)
+        if deleted is None:
+            raise not_found(f"site {site_id} not found")
+        for key_id in deleted.key_ids:
+            if self._announce_revocation is not None:
+                await self._announce_revocation(key_id)
+        log.info("site deleted", site_id=str(site_id), keys=len(deleted.key_ids), again=deleted.already)
+        if self._announce_site_deleted is not None:
+            try:
+                await self._announce_site_deleted(str(site_id), deleted.deleted_at)
+            except Exception as error:
+                log.warning("site deletion not announced", site_id=str(site_id), error=str(error))
+                raise ServiceError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the site and its keys are deleted, but its data owners could not be told: ask again",
+                ) from None
+        return auth_pb2.DeleteSiteResponse(
+            site_id=str(site_id),
+            keys_deleted=len(deleted.key_ids),
+            deleted_at=deleted.deleted_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            already_deleted=deleted.already,
+        )
 
     async def UpdateSite(
         self, request: auth_pb2.UpdateSiteRequest, context: Context

@@ -100,6 +100,22 @@ _KEY_BY_HASH = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SiteDeletion:
+    key_ids: list[str]
+    deleted_at: datetime
+    already: bool
+
+
+_DELETED_KEYS = "SELECT key_id FROM auth.api_keys WHERE site_id = %s ORDER BY key_id FOR UPDATE"
+_DELETE_SITE = "DELETE FROM auth.sites WHERE site_id = %s RETURNING site_id"
+_MARK_DELETED = (
+    "INSERT INTO auth.deleted_sites (site_id) VALUES (%s)"
+    " ON CONFLICT (site_id) DO UPDATE SET deleted_at = auth.deleted_sites.deleted_at RETURNING deleted_at"
+)
+_DELETED_AT = "SELECT deleted_at FROM auth.deleted_sites WHERE site_id = %s"
+
+
 class AuthStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
@@ -210,6 +226,22 @@ class AuthStore:
             )
             row = await cur.fetchone()
         return KeyRow(*row) if row else None
+
+    async def delete_site(self, site_id: uuid.UUID) -> SiteDeletion | None:
+        """Deletes the site (its keys and identity secret with it) and keeps its id as deleted;
+        None when no such site was ever deleted or exists."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_DELETED_KEYS, (site_id,))
+            key_ids = [str(row[0]) for row in await cur.fetchall()]
+            cur = await conn.execute(_DELETE_SITE, (site_id,))
+            if await cur.fetchone() is not None:
+                cur = await conn.execute(_MARK_DELETED, (site_id,))
+                row = await cur.fetchone()
+                assert row is not None
+                return SiteDeletion(key_ids, row[0], already=False)
+            cur = await conn.execute(_DELETED_AT, (site_id,))
+            row = await cur.fetchone()
+        return SiteDeletion([], row[0], already=True) if row else None
 
     async def key_by_hash(self, secret_hash: bytes) -> KeyRow | None:
         async with self._pool.connection() as conn:

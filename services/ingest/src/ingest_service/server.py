@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from analytics.v1 import ingest_pb2_grpc
+from analytics.v1 import event_api_pb2_grpc, ingest_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_bus.health import BusHealth
 from analytics_bus.revocations import follow_revocations
@@ -12,6 +12,7 @@ from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from ingest_service.enrich import useragent
 from ingest_service.enrich.client import ClientResolver
+from ingest_service.event_api import EventApiServicer
 from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
@@ -59,6 +60,11 @@ async def serve(settings: Settings) -> None:
         rate_limiter=RateLimiter(settings.default_rate_limit_per_s, settings.default_rate_limit_burst),
     )
     server.add(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, "analytics.v1.IngestService")
+    server.add(
+        event_api_pb2_grpc.add_EventApiServiceServicer_to_server,
+        EventApiServicer(servicer, auth),
+        "analytics.v1.EventApiService",
+    )
     server.install_signal_handlers()
     useragent.prepare()
     try:

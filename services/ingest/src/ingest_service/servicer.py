@@ -185,6 +185,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 retry_after_s=wait_s,
             )
 
+    async def accept(
+        self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
+    ) -> list[bus_pb2.EnrichedEvent]:
+        """Takes events for another front door (event_api): validated fields are named
+        ``prefix(index) + field``; answered once they are durably queued."""
+        return await self._accept(context, events, prefix)
+
     async def _accept(
         self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:

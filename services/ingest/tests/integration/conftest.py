@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, events_pb2, ingest_pb2_grpc
+from analytics.v1 import auth_pb2, auth_pb2_grpc, bus_pb2, event_api_pb2_grpc, events_pb2, ingest_pb2_grpc
 from analytics_bus import BusConfig, ensure_stream
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
@@ -21,6 +21,7 @@ from analytics_grpc.auth_client import AuthClient
 from auth_service.servicer import AuthServicer
 from auth_service.store import AuthStore
 from ingest_service.enrich.client import ClientResolver
+from ingest_service.event_api import EventApiServicer
 from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
@@ -54,6 +55,8 @@ class Harness:
     publisher: GroupCommitPublisher
     clock: TestClock
     auth_address: str
+    # Seed 002's event route (ingest_service.event_api), on the same server.
+    event_api: event_api_pb2_grpc.EventApiServiceStub | None = None
 
     async def stored_messages(self) -> int:
         info = await self.js.stream_info(self.bus.stream)
@@ -93,21 +96,25 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     publisher = GroupCommitPublisher(js, bus.subject, max_delay_s=0.005, ack_timeout_s=2)
     auth_client = AuthClient(f"127.0.0.1:{auth_port}", ttl_s=0)
     ingest_server = GrpcServer("ingest", "127.0.0.1:0", grace_s=1)
+    ingest = IngestServicer(
+        auth_client,
+        publisher,
+        Limits(),
+        lambda: nc.is_connected,
+        salts=SaltCache(auth_client.channel, INTERNAL),
+        # Generous: a test holds one site's first fetch open on purpose while others go on.
+        identity_secrets=IdentitySecretCache(auth_client.channel, INTERNAL, timeout_s=30),
+        clients=ClientResolver(["127.0.0.0/8"], "cf-ipcountry"),
+        rate_limiter=RateLimiter(default_rate=1000, default_burst=1000),
+        clock=clock,
+    )
     ingest_server.add(
-        ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-        IngestServicer(
-            auth_client,
-            publisher,
-            Limits(),
-            lambda: nc.is_connected,
-            salts=SaltCache(auth_client.channel, INTERNAL),
-            # Generous: a test holds one site's first fetch open on purpose while others go on.
-            identity_secrets=IdentitySecretCache(auth_client.channel, INTERNAL, timeout_s=30),
-            clients=ClientResolver(["127.0.0.0/8"], "cf-ipcountry"),
-            rate_limiter=RateLimiter(default_rate=1000, default_burst=1000),
-            clock=clock,
-        ),
-        "analytics.v1.IngestService",
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server, ingest, "analytics.v1.IngestService"
+    )
+    ingest_server.add(
+        event_api_pb2_grpc.add_EventApiServiceServicer_to_server,
+        EventApiServicer(ingest, auth_client),
+        "analytics.v1.EventApiService",
     )
     ingest_port = await ingest_server.start()
     async with (
@@ -122,6 +129,7 @@ async def harness(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
             publisher,
             clock,
             f"127.0.0.1:{auth_port}",
+            event_api_pb2_grpc.EventApiServiceStub(ingest_channel),
         )
     await ingest_server.stop()
     await publisher.close()

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import structlog
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import processor_pb2_grpc
+from analytics.v1 import privacy_pb2_grpc, processor_pb2_grpc
 from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
 from analytics_bus.revocations import follow_revocations
+from analytics_bus.sites import SitesBus, follow_site_deletions
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
-from processor_service import event_ids, metrics, retention
+from processor_service import event_ids, metrics, retention, site_data
 from processor_service.admin import ProcessorServicer
 from processor_service.advisories import MaxDeliveriesWatcher
 from processor_service.consumer import Consumer
 from processor_service.live import LivePublisher
+from processor_service.privacy import PrivacyServicer
 from processor_service.settings import Settings
 from processor_service.writer import EventWriter
 
@@ -50,6 +55,32 @@ class ServingHealth:
             await self._server.set_serving()
 
 
+def _background(
+    pool: AsyncConnectionPool, js: JetStreamContext, settings: Settings, *, tsl: bool
+) -> list[asyncio.Task[None]]:
+    """The processor's periodic and bus-driven upkeep, cancelled at shutdown."""
+    # Forgets claimed event ids past their window (every replica may: deletes do not collide).
+    tasks = [asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")]
+    tasks.append(
+        asyncio.create_task(
+            metrics.watch_consumer_state(js, settings.bus, CONSUMER_STATE_EVERY_S), name="consumer-state"
+        )
+    )
+    if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
+        tasks.append(
+            asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")
+        )
+    # Deletes a deleted site's rows when auth says so, and sweeps late arrivals of such sites.
+    tasks.append(
+        asyncio.create_task(
+            follow_site_deletions(js, SitesBus(), "processor", partial(site_data.deleted, pool)),
+            name="site-deletions",
+        )
+    )
+    tasks.append(asyncio.create_task(site_data.sweep_forever(pool), name="deleted-sites-sweep"))
+    return tasks
+
+
 async def serve(settings: Settings) -> None:
     # Replicas on one host may share the admin port (ANALYTICS_GRPC_REUSE_PORT): any of them can list
     # and replay dead letters, which live in JetStream; they share the work through one consumer.
@@ -64,6 +95,8 @@ async def serve(settings: Settings) -> None:
     server.add(
         processor_pb2_grpc.add_ProcessorServiceServicer_to_server, admin, "analytics.v1.ProcessorService"
     )
+    privacy = PrivacyServicer(auth)
+    server.add(privacy_pb2_grpc.add_PrivacyServiceServicer_to_server, privacy, "analytics.v1.PrivacyService")
     server.install_signal_handlers()
     await server.start()
     # One connection per batch in flight, plus one for a batch being retried while another starts.
@@ -76,6 +109,7 @@ async def serve(settings: Settings) -> None:
         async with pool.connection() as conn:
             tsl = await retention.is_tsl(conn)
             await retention.configure(conn, settings.raw_retention)
+        privacy.attach(pool)
         nc = await connect(settings.nats_url, "processor")
         await follow_revocations(nc, auth.revoke)
         js = nc.jetstream()
@@ -101,16 +135,7 @@ async def serve(settings: Settings) -> None:
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(watcher.run(), name="max-deliveries"),
         }
-        # Forgets claimed event ids past their window (every replica may: deletes do not collide).
-        expiry = asyncio.create_task(event_ids.expire_forever(pool, EXPIRE_EVERY_S), name="event-ids")
-        lag = asyncio.create_task(
-            metrics.watch_consumer_state(js, settings.bus, CONSUMER_STATE_EVERY_S), name="consumer-state"
-        )
-        background = [expiry, lag]
-        if settings.raw_retention is not None and not tsl:  # TSL: TimescaleDB's own policy job
-            background.append(
-                asyncio.create_task(retention.drop_forever(pool, settings.raw_retention), name="retention")
-            )
+        background = _background(pool, js, settings, tsl=tsl)
         await server.set_serving()
         stop = asyncio.create_task(server.wait_for_shutdown_signal())
         await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)

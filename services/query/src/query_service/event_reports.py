@@ -69,12 +69,13 @@ def summary_queries(
     return totals, names
 
 
-def translate(error: ServiceError) -> ServiceError:
-    """The refusal with the fields named as these routes' parameters."""
+def translate(error: ServiceError, more: dict[str, str] | None = None) -> ServiceError:
+    """The refusal with the fields named as these routes' parameters (``more``: a route's own)."""
     if not error.violations:
         return error
+    names = {**_FIELDS, **(more or {})}
     return ServiceError.invalid(
-        [FieldViolation(_FIELDS.get(v.field, v.field), v.description) for v in error.violations]
+        [FieldViolation(names.get(v.field, v.field), v.description) for v in error.violations]
     )
 
 

@@ -64,6 +64,7 @@ class EventRow:
     device: str = ""
     is_bot: bool = False
     properties: dict[str, str] = field(default_factory=dict)
+    user_id: str | None = None
 
 
 @dataclass

@@ -8,14 +8,17 @@ import contextlib
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import product_pb2_grpc, query_pb2_grpc
+from analytics.v1 import people_pb2_grpc, product_pb2_grpc, query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
+from analytics_bus.sites import SitesBus, follow_site_deletions
 from analytics_db import applied_version, create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
+from query_service.people import PeopleServicer
 from query_service.product.definitions import SCHEMA as DEFINITIONS_SCHEMA
+from query_service.product.definitions import delete_site_definitions
 from query_service.product.servicer import ProductServicer
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
@@ -51,9 +54,15 @@ async def serve(settings: Settings) -> None:
         ProductServicer(snapshots, auth),
         "analytics.v1.ProductService",
     )
+    server.add(
+        people_pb2_grpc.add_PeopleServiceServicer_to_server,
+        PeopleServicer(snapshots, auth),
+        "analytics.v1.PeopleService",
+    )
     server.install_signal_handlers()
     await server.start()
     watcher: asyncio.Task[None] | None = None
+    deletions: asyncio.Task[None] | None = None
     try:
         # Waiting for the database and the schema ends as soon as SIGTERM arrives.
         ready = asyncio.ensure_future(_ready(pool, settings))
@@ -64,6 +73,13 @@ async def serve(settings: Settings) -> None:
             ready.result()
             await server.set_serving()
             watcher = asyncio.create_task(health.watch())
+            # A deleted site's goals and funnels go when auth announces the deletion.
+            deletions = asyncio.create_task(
+                follow_site_deletions(
+                    nc.jetstream(), SitesBus(), "query", lambda site_id: _forget_site(pool, site_id)
+                ),
+                name="site-deletions",
+            )
             await server.wait_for_shutdown_signal()
         else:
             ready.cancel()
@@ -71,14 +87,21 @@ async def serve(settings: Settings) -> None:
                 await ready
         await server.stop()
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (watcher, deletions):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await auth.close()
         await pool.close()
         with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to send
             await nc.drain()
+
+
+async def _forget_site(pool: AsyncConnectionPool, site_id: str) -> None:
+    async with pool.connection() as conn:
+        removed = await delete_site_definitions(conn, site_id)
+    log.info("deleted site's definitions removed", site_id=site_id, rows=removed)
 
 
 async def _ready(pool: AsyncConnectionPool, settings: Settings) -> None:

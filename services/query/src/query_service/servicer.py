@@ -119,14 +119,7 @@ class Reports:
 
         goals = await site_goals(conn, site_id) if mentions_goals(request) else ()
         query, patterns = await parse_query(request, site_id, timezone, first_day, goals)
-        bad = await stats.invalid_patterns(conn, [pattern for _, pattern in patterns])
-        if bad:
-            raise ServiceError.invalid(
-                [
-                    FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
-                    for i, reason in bad
-                ]
-            )
+        await stats.refuse_invalid_patterns(conn, patterns)
         return query
 
 

@@ -52,6 +52,7 @@ def to_event(site_id: str, row: EventRow) -> bus_pb2.EnrichedEvent:
         device=row.device,
         is_bot=row.is_bot,
         properties=row.properties,
+        user_id=row.user_id or "",
     )
     event.occurred_at.FromDatetime(row.time)
     event.received_at.FromDatetime(row.time)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import AsyncConnection, sql
 
+from analytics_grpc.errors import FieldViolation, ServiceError
 from query_service import relations
 from query_service.filters import Params, Scope, compile_filter, needs_head, uses
 from query_service.reports import grouping, rollups
@@ -351,6 +352,18 @@ async def first_event_day(conn: AsyncConnection[Any], site_id: str, zone: ZoneIn
     row = await cur.fetchone()
     first: datetime | None = row[0] if row else None
     return first.astimezone(zone).date() if first is not None else None
+
+
+async def refuse_invalid_patterns(conn: AsyncConnection[Any], patterns: list[tuple[str, str]]) -> None:
+    """INVALID_ARGUMENT naming every (field, pattern) PostgreSQL cannot compile."""
+    bad = await invalid_patterns(conn, [pattern for _, pattern in patterns])
+    if bad:
+        raise ServiceError.invalid(
+            [
+                FieldViolation(patterns[i][0], f"is not a valid regular expression ({reason})")
+                for i, reason in bad
+            ]
+        )
 
 
 async def invalid_patterns(conn: AsyncConnection[Any], patterns: list[str]) -> list[tuple[int, str]]:
