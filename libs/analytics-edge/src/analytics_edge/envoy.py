@@ -486,7 +486,13 @@ def render(
         "@type": TRANSCODER,
         "proto_descriptor": settings.descriptor_path,
         "services": transcoded_services(routes),
-        "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+        "print_options": {
+            "preserve_proto_field_names": True,
+            "always_print_primitive_fields": True,
+            # Server-streaming answers (LiveService.StreamLive) as Server-Sent Events: one
+            # "data: <json>" event per message, which browsers' EventSource reads.
+            "stream_sse_style_delimited": True,
+        },
         "convert_grpc_status": True,
         "ignore_unknown_query_parameters": True,
         "request_validation_options": {"reject_unknown_method": True},

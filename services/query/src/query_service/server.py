@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import query_pb2_grpc
+from analytics.v1 import live_pb2_grpc, query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
+from query_service.live.hub import LiveHub
+from query_service.live.servicer import LiveServicer, summary
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -36,13 +39,24 @@ async def serve(settings: Settings) -> None:
     pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     await follow_revocations(nc, auth.revoke)
-    server = GrpcServer("query", settings.grpc_listen)
+    server = GrpcServer("query", settings.grpc_listen, reuse_port=settings.grpc_reuse_port)
     health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
     snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
     server.add(
         query_pb2_grpc.add_QueryServiceServicer_to_server,
         QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
+    )
+    hub = LiveHub(
+        nc,
+        functools.partial(summary, snapshots),
+        queue_size=settings.live_queue_size,
+        summary_interval_s=settings.live_summary_interval_s,
+    )
+    server.add(
+        live_pb2_grpc.add_LiveServiceServicer_to_server,
+        LiveServicer(snapshots, auth, hub, heartbeat_s=settings.live_heartbeat_s),
+        "analytics.v1.LiveService",
     )
     server.install_signal_handlers()
     await server.start()
@@ -62,6 +76,8 @@ async def serve(settings: Settings) -> None:
             ready.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ready
+        # Live streams never end by themselves: end them so the grace period drains the rest.
+        await hub.close()
         await server.stop()
     finally:
         if watcher is not None:

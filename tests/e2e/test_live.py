@@ -1,0 +1,172 @@
+"""Live views end to end: events sent over HTTP reach a Server-Sent Events stream through Envoy,
+realtime figures agree across two query replicas, a stream survives a replica restart by
+reconnecting, and a subscriber that stops reading loses only its own oldest messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from analytics.v1 import live_pb2, live_pb2_grpc
+from analytics_testing.plugin import NatsFactory
+from analytics_testing.stack import ServiceStack
+
+pytestmark = pytest.mark.e2e
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+
+
+@pytest.fixture(scope="module")
+def live_stack(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    # A private NATS server, two query replicas on one port, short heartbeats and summaries, and
+    # small subscriber queues so a slow subscriber overflows soon.
+    servers = NatsFactory(tmp_path_factory)
+    nats = servers()
+    stack = ServiceStack(
+        database_url=postgres_server.create_database(f"e2e_live_{secrets.token_hex(4)}"),
+        nats_url=nats.url,
+        log_dir=tmp_path_factory.mktemp("live-logs"),
+        admin_token=secrets.token_urlsafe(32),
+        replicas={"query": 2},
+        extra_env={
+            "ANALYTICS_LIVE_HEARTBEAT_S": "0.5",
+            "ANALYTICS_LIVE_SUMMARY_INTERVAL_S": "0.5",
+            "ANALYTICS_LIVE_QUEUE_SIZE": "4",
+        },
+    )
+    stack.start(timeout_s=90)
+    yield stack
+    stack.stop()
+    servers.stop_all()
+
+
+@pytest.fixture
+async def http(live_stack: ServiceStack) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=live_stack.http_url) as session:
+        yield session
+
+
+async def send(http: aiohttp.ClientSession, site_id: str, key: str, events: list[dict[str, Any]]) -> None:
+    payload = [{"site_id": site_id, "event_type": "pageview", **event} for event in events]
+    async with http.post("/api/events/batch", json=payload, headers={"x-api-key": key}) as response:
+        assert response.status == 200, await response.text()
+
+
+async def sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The JSON of each `data:` event of a Server-Sent Events body."""
+    async for raw in response.content:
+        line = raw.decode().strip()
+        if line.startswith("data:"):
+            yield json.loads(line.removeprefix("data:").strip())
+
+
+async def test_events_reach_an_sse_stream_through_the_edge(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-sse")
+    headers = {"x-api-key": key, "Accept": "text/event-stream"}
+    async with http.get(f"/v1/sites/{site_id}/live", params={"countries": "DE"}, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        messages = sse_messages(response)
+        kinds: list[str] = []
+        # A summary or heartbeat first: the stream is open before anything is sent.
+        first = await asyncio.wait_for(anext(messages), 10)
+        kinds.append(next(k for k in ("summary", "heartbeat") if k in first))
+        await send(
+            http,
+            site_id,
+            key,
+            [
+                {"path": "/fr", "url": "https://x.example/fr"},
+                {"path": "/de", "referrer": "https://www.google.com/"},
+            ],
+        )
+        # The country comes from the trusted header; send one German event on its own.
+        async with http.post(
+            "/api/event",
+            json={"site_id": site_id, "event_type": "signup", "path": "/de/signup"},
+            headers={
+                "x-api-key": key,
+                "cf-ipcountry": "DE",
+                "user-agent": FIREFOX,
+            },
+        ) as sent:
+            assert sent.status == 200, await sent.text()
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(20):
+            async for message in messages:
+                if "heartbeat" in message:
+                    kinds.append("heartbeat")
+                if "summary" in message:
+                    kinds.append("summary")
+                if "events" in message:
+                    seen += message["events"]["events"]
+                if seen and "heartbeat" in kinds and "summary" in kinds:
+                    break
+    # Only the German event passes the stream's filter, with what a live view shows and no more.
+    assert [(e["page"], e["name"], e["country"]) for e in seen] == [("/de/signup", "signup", "DE")]
+    assert seen[0]["browser"] == "Firefox"
+    assert set(seen[0]) == {"time", "page", "name", "country", "device", "source", "channel", "browser"}
+    assert message["dropped_events"] == "0"
+
+
+async def test_realtime_agrees_on_both_replicas_and_plausible_route(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-realtime")
+    await send(
+        http,
+        site_id,
+        key,
+        [
+            {"path": "/", "user_id": "ann", "referrer": "https://www.google.com/"},
+            {"path": "/pricing", "user_id": "ann"},
+            {"path": "/", "user_id": "bob"},
+        ],
+    )
+    answer: dict[str, Any] = {}
+    for _ in range(100):
+        async with http.get(f"/v1/sites/{site_id}/realtime", headers={"x-api-key": key}) as response:
+            assert response.status == 200, await response.text()
+            answer = await response.json()
+        if answer["events"] == "3":
+            break
+        await asyncio.sleep(0.1)
+    assert answer["visitors"] == "2"
+    assert answer["pageviews"] == "3"
+    assert answer["window_s"] == 300
+    assert [(r["value"], r["visitors"], r["pageviews"]) for r in answer["top_pages"]] == [
+        ("/", "2", "2"),
+        ("/pricing", "1", "1"),
+    ]
+    assert {r["value"]: r["visitors"] for r in answer["top_sources"]} == {"google.com": "1", "": "1"}
+    # Each replica reads the database: both answer the same, whichever a connection reaches.
+    for _ in range(6):
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(live_stack.addresses["query"], options=options) as channel:
+            reply = await live_pb2_grpc.LiveServiceStub(channel).GetRealtime(
+                live_pb2.GetRealtimeRequest(site_id=site_id), metadata=(("x-api-key", key),)
+            )
+        assert (reply.visitors, reply.events) == (2, 3)
+    async with http.get(
+        "/api/v1/stats/realtime/visitors",
+        params={"site_id": site_id},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as response:
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert await response.text() == "2"
+    async with http.get(
+        f"/v1/sites/{site_id}/realtime", params={"window_minutes": "61"}, headers={"x-api-key": key}
+    ) as response:
+        assert response.status == 400
+        assert "window_minutes" in (await response.json())["message"]
+    async with http.get(f"/v1/sites/{site_id}/live") as response:
+        assert response.status == 401
