@@ -8,6 +8,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -57,6 +58,10 @@ async def send(http: aiohttp.ClientSession, site_id: str, key: str, events: list
     payload = [{"site_id": site_id, "event_type": "pageview", **event} for event in events]
     async with http.post("/api/events/batch", json=payload, headers={"x-api-key": key}) as response:
         assert response.status == 200, await response.text()
+
+
+def ago(seconds: int) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
 
 
 async def sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
@@ -126,8 +131,9 @@ async def test_realtime_agrees_on_both_replicas_and_plausible_route(
         site_id,
         key,
         [
-            {"path": "/", "user_id": "ann", "referrer": "https://www.google.com/"},
-            {"path": "/pricing", "user_id": "ann"},
+            # The visit's first event carries its source (events without a time share the server's).
+            {"path": "/", "user_id": "ann", "referrer": "https://www.google.com/", "timestamp": ago(20)},
+            {"path": "/pricing", "user_id": "ann", "timestamp": ago(10)},
             {"path": "/", "user_id": "bob"},
         ],
     )
@@ -170,3 +176,95 @@ async def test_realtime_agrees_on_both_replicas_and_plausible_route(
         assert "window_minutes" in (await response.json())["message"]
     async with http.get(f"/v1/sites/{site_id}/live") as response:
         assert response.status == 401
+
+
+async def test_a_stream_reconnects_across_a_replica_restart(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-restart")
+    pages: list[str] = []
+    ended = 0
+    got_before, reconnected = asyncio.Event(), asyncio.Event()
+
+    async def watch(until: str) -> None:
+        """Follows the stream, reconnecting whenever it ends, until ``until`` was seen."""
+        nonlocal ended
+        while until not in pages:
+            try:
+                async with http.get(f"/v1/sites/{site_id}/live", headers={"x-api-key": key}) as response:
+                    if response.status != 200:
+                        await asyncio.sleep(0.2)
+                        continue
+                    if ended:
+                        reconnected.set()
+                    async for message in sse_messages(response):
+                        pages.extend(e["page"] for e in message.get("events", {}).get("events", []))
+                        if "/before" in pages:
+                            got_before.set()
+                        if until in pages:
+                            return
+            except aiohttp.ClientPayloadError:
+                pass
+            ended += 1
+
+    watcher = asyncio.create_task(watch("/after"))
+    await send(http, site_id, key, [{"path": "/before"}])
+    await asyncio.wait_for(got_before.wait(), 30)
+    # Both replicas restart in turn: whichever served the stream ended it, and the client came
+    # back through the edge to a replica that was up.
+    await asyncio.to_thread(live_stack.restart, "query")
+    await asyncio.to_thread(live_stack.restart, "query.2")
+    await asyncio.wait_for(reconnected.wait(), 30)
+    async with asyncio.timeout(30):
+        # Sent until the new stream sees one: events committed while no stream was open are not
+        # replayed (live views show what arrives; the realtime figures hold the rest).
+        while not watcher.done():
+            await send(http, site_id, key, [{"path": "/after"}])
+            await asyncio.wait({watcher}, timeout=0.5)
+    await watcher
+    assert pages[0] == "/before" and pages[-1] == "/after"
+    assert ended >= 1
+
+
+async def test_a_slow_subscriber_loses_only_its_own_oldest_events(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-slow")
+    metadata = (("x-api-key", key),)
+    # A small HTTP/2 window, so the unread gRPC stream backs up into the hub's queue (4 messages).
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
+    async with grpc.aio.insecure_channel(live_stack.addresses["query"], options=options) as channel:
+        slow = live_pb2_grpc.LiveServiceStub(channel).StreamLive(
+            live_pb2.StreamLiveRequest(site_id=site_id), metadata=metadata
+        )
+        first = await slow.read()
+        assert first.WhichOneof("kind") in ("summary", "heartbeat")
+        headers = {"x-api-key": key}
+        total = 4000
+        async with http.get(f"/v1/sites/{site_id}/live", headers=headers) as response:
+            fast: list[dict[str, Any]] = []
+            messages = sse_messages(response)
+            await anext(messages)
+            async with asyncio.timeout(60):
+                for start in range(0, total, 200):
+                    # One batch at a time, each read by the fast subscriber before the next is
+                    # sent: every batch is a message of its own, so the slow one's queue overflows.
+                    await send(http, site_id, key, [{"path": f"/p{start + i}"} for i in range(200)])
+                    async for message in messages:
+                        fast += message.get("events", {}).get("events", [])
+                        if len(fast) >= start + 200:
+                            break
+            # The fast reader got everything and lost nothing.
+            assert sorted(e["page"] for e in fast) == sorted(f"/p{i}" for i in range(total))
+            assert message["dropped_events"] == "0"
+        # The slow one now reads: what it gets plus what it lost is everything.
+        got = 0
+        dropped = 0
+        async with asyncio.timeout(60):
+            while got + dropped < total:
+                reply = await slow.read()
+                got += len(reply.events.events)
+                dropped = reply.dropped_events
+        assert got + dropped == total
+        assert dropped > 0
+        slow.cancel()

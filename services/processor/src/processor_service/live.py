@@ -17,8 +17,8 @@ from processor_service.writer import COLUMNS, Row, SiteActivity
 log = structlog.get_logger("analytics.processor")
 
 MAX_PATHS = 10
-# Events listed per update; live views show the latest arrivals, and a batch of a bulk import
-# would otherwise make one update as large as the batch.
+# Events listed per message: a larger transaction's events follow in further messages of the same
+# update, so no message nears NATS's payload limit (1 MiB by default).
 MAX_EVENTS = 1000
 
 _AT = {name: index for index, (name, _) in enumerate(COLUMNS)}
@@ -66,11 +66,23 @@ def events_by_site(
     return listed
 
 
-def live_update(
+def live_updates(
     site_id: uuid.UUID, activity: SiteActivity, committed_at: datetime, rows: Sequence[Row] = ()
-) -> bus_pb2.LiveUpdate:
-    """The update for one site; paths are bounded to the MAX_PATHS most viewed, events to the
-    MAX_EVENTS latest of ``rows`` (the site's new rows, oldest first)."""
+) -> list[bus_pb2.LiveUpdate]:
+    """The messages of one site's update: the first carries the counts and the first MAX_EVENTS
+    of ``rows`` (the site's new rows, oldest first), each further one only MAX_EVENTS more rows."""
+    first = live_update(site_id, activity, committed_at)
+    first.live_events.extend(_live_event(row) for row in rows[:MAX_EVENTS])
+    updates = [first]
+    for start in range(MAX_EVENTS, len(rows), MAX_EVENTS):
+        more = bus_pb2.LiveUpdate(site_id=str(site_id), committed_at=first.committed_at)
+        more.live_events.extend(_live_event(row) for row in rows[start : start + MAX_EVENTS])
+        updates.append(more)
+    return updates
+
+
+def live_update(site_id: uuid.UUID, activity: SiteActivity, committed_at: datetime) -> bus_pb2.LiveUpdate:
+    """The counts of one site's update; paths are bounded to the MAX_PATHS most viewed."""
     ranked = sorted(activity.paths.items(), key=lambda item: (-item[1], item[0]))[:MAX_PATHS]
     update = bus_pb2.LiveUpdate(
         site_id=str(site_id),
@@ -84,9 +96,6 @@ def live_update(
     if activity.last_at is not None:
         update.last_event_at.FromDatetime(activity.last_at)
     update.committed_at.FromDatetime(committed_at)
-    listed = rows[-MAX_EVENTS:]
-    update.live_events.extend(_live_event(row) for row in listed)
-    update.omitted_events = activity.events - len(listed)
     return update
 
 
@@ -105,8 +114,8 @@ class LivePublisher:
         listed = events_by_site(rows, sites)
         for site_id, activity in sites.items():
             try:
-                update = live_update(site_id, activity, committed_at, listed.get(site_id, ()))
-                await self._nc.publish(live_subject(str(site_id)), update.SerializeToString())
+                for update in live_updates(site_id, activity, committed_at, listed.get(site_id, ())):
+                    await self._nc.publish(live_subject(str(site_id)), update.SerializeToString())
                 self.published += 1
             except Exception as error:  # disconnected with a full buffer, closed connection, …
                 log.debug(
