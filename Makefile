@@ -54,7 +54,7 @@ lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) ## Run ruff, mypy, buf lint and Envo
 	@echo "==> lint: mypy" && $(VENV)/bin/mypy libs/*/src services/*/src
 	@echo "==> lint: buf" && $(BUF) lint "$(DESCRIPTOR)#format=binpb" --path analytics --config proto/buf.yaml
 	@echo "==> lint: envoy" && $(PY) -m analytics_edge envoy --validate --dir build/edge-lint \
-	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154,--upstream $(u))
+	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154 query_ws=127.0.0.1:25156,--upstream $(u))
 
 .PHONY: fmt
 fmt: $(STAMPS)/python ## Format and auto-fix the code

@@ -268,3 +268,64 @@ async def test_a_slow_subscriber_loses_only_its_own_oldest_events(
         assert got + dropped == total
         assert dropped > 0
         slow.cancel()
+
+
+async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next message of that type (others are skipped)."""
+    async with asyncio.timeout(20):
+        while True:
+            message: dict[str, Any] = await ws.receive_json()
+            if message["type"] == kind:
+                return message
+
+
+async def test_websocket_dashboard_speaks_seed_000s_protocol(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-ws")
+    # The key in the URL…
+    async with http.ws_connect(f"/ws?api_key={key}") as first:
+        joined = await receive_type(first, "user_connected")
+        assert joined["data"]["total_dashboards"] >= 1
+        # …or in a first `auth` message.
+        async with http.ws_connect("/ws") as second:
+            await second.send_json({"type": "auth", "api_key": key, "site_id": site_id})
+            await receive_type(second, "user_connected")
+            async with http.post(
+                "/api/event",
+                json={
+                    "site_id": site_id,
+                    "event_type": "pageview",
+                    "path": "/products",
+                    "referrer": "https://www.google.com/",
+                },
+                headers={"x-api-key": key, "cf-ipcountry": "IN", "user-agent": FIREFOX},
+            ) as sent:
+                assert sent.status == 200
+            for ws in (first, second):
+                update = await receive_type(ws, "visitor_update")
+                event = update["data"]["event"]
+                assert (event["type"], event["page"], event["country"]) == ("pageview", "/products", "IN")
+                assert event["metadata"]["referrer"] == "google.com"
+                assert event["metadata"]["device"] == "desktop"
+                assert set(update["data"]["stats"]) == {"total_active", "events_per_minute", "dropped_events"}
+            await first.send_json(
+                {"type": "request_detailed_stats", "filter": {"country": "IN", "page": "/products"}}
+            )
+            detailed = await receive_type(first, "detailed_stats")
+            assert detailed["data"]["stats"]["total_active"] == 1
+            assert detailed["data"]["stats"]["pages_visited"] == {"/products": 1}
+            await first.send_json({"type": "request_detailed_stats", "filter": {"country": "DE"}})
+            assert (await receive_type(first, "detailed_stats"))["data"]["stats"]["total_active"] == 0
+            await first.send_json(
+                {"type": "track_dashboard_action", "action": "filter_applied", "details": {"x": 1}}
+            )
+            await first.send_json({"type": "nonsense"})
+            error = await receive_type(first, "error")
+            assert error["data"]["code"] == "INVALID_ARGUMENT" and "type" in error["data"]["message"]
+    # A bad key is refused with a message and a close code in the application range.
+    async with http.ws_connect("/ws?api_key=nope") as refused:
+        error = await receive_type(refused, "error")
+        assert error["data"]["code"] == "UNAUTHENTICATED"
+        assert (await refused.receive()).type == aiohttp.WSMsgType.CLOSE
+        assert refused.close_code == 4401

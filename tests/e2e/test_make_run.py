@@ -41,8 +41,8 @@ _AS_FROM_A_TERMINAL = (
 def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, ingest_processes: int) -> None:
     ports = dict(
         zip(
-            ("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"),
-            free_ports(8),
+            ("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN", "QUERY_WS"),
+            free_ports(9),
             strict=True,
         )
     )
@@ -52,7 +52,7 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
     env["ANALYTICS_INGEST_PROCESSES"] = str(ingest_processes)
     for name in ("PG", "NATS", "HTTP"):
         env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
-    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"):
+    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN", "QUERY_WS"):
         env[f"ANALYTICS_{name}_ADDR"] = f"127.0.0.1:{ports[name]}"
     output = tmp_path / "run.log"
     with output.open("wb") as log:

@@ -27,6 +27,7 @@ DOWNSTREAM_CONNECTIONS = (
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 BUFFER = _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer"
+BUFFER_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 LUA = _TYPE + "envoy.extensions.filters.http.lua.v3.Lua"
 LUA_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 HEALTH_CHECK = _TYPE + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
@@ -142,6 +143,8 @@ class RouteTable:
     cors_max_age_s: int
     # HTTP path → error body style (ERROR_STYLES) for routes that answer another system's errors.
     error_bodies: Mapping[str, str] = field(default_factory=dict)
+    # HTTP path → upstream that speaks WebSocket (plain HTTP/1.1) on it, proxied with the upgrade.
+    websockets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RouteTable:
@@ -158,8 +161,10 @@ class RouteTable:
             if style not in ERROR_STYLES:
                 known = ", ".join(ERROR_STYLES)
                 raise EdgeConfigError(f"{path}: error_bodies.{route!r} is {style!r}; known: {known}")
+        websockets = {str(route): str(upstream) for route, upstream in data.get("websockets", {}).items()}
         return cls(
             services=services,
+            websockets=websockets,
             max_body_bytes=int(http.get("max_body_bytes", 2 * 1024 * 1024)),
             cors_allow_origins=tuple(http.get("cors_allow_origins", ["*"])),
             cors_max_age_s=int(http.get("cors_max_age_s", 86_400)),
@@ -168,7 +173,11 @@ class RouteTable:
 
     @property
     def upstreams(self) -> list[str]:
-        return sorted({upstream for upstream, _ in self.services.values()})
+        return sorted({upstream for upstream, _ in self.services.values()} | set(self.websockets.values()))
+
+    @property
+    def grpc_upstreams(self) -> set[str]:
+        return {upstream for upstream, _ in self.services.values()}
 
 
 @dataclass(frozen=True)
@@ -396,6 +405,23 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
             "typed_per_filter_config": _without_transcoder(),
         }
     ]
+    for path, upstream in sorted(table.websockets.items()):
+        result.append(
+            {
+                # Before the transcoder's routes: proxied as it comes, upgrade included. The buffer
+                # filter would wait for the end of a request that an upgrade never ends.
+                "match": {"path": path},
+                "route": {
+                    "cluster": upstream,
+                    "timeout": "0s",
+                    "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
+                },
+                "typed_per_filter_config": {
+                    **_without_transcoder(),
+                    "envoy.filters.http.buffer": {"@type": BUFFER_PER_ROUTE, "disabled": True},
+                },
+            }
+        )
     if settings.openapi_path:
         result.append(_static_file("/openapi.json", settings.openapi_path, "application/json"))
     if settings.docs_path:
@@ -420,6 +446,31 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
         }
     )
     return result
+
+
+def _websocket_cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
+    """An HTTP/1.1 upstream for WebSocket routes, checked on its GET /health."""
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address.socket()}}]}],
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "no_traffic_interval": "2s",
+                "unhealthy_interval": "1s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": "/health"},
+            }
+        ],
+    }
 
 
 def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
@@ -544,6 +595,8 @@ def render(
         # message, and no route here depends on it (transcoded calls are routed by gRPC method).
         "normalize_path": False,
         "merge_slashes": True,
+        # Off except on the routes that enable it (the table's [websockets]).
+        "upgrade_configs": [{"upgrade_type": "websocket", "enabled": False}],
         "access_log": _access_log(),
         "local_reply_config": _local_reply_config(),
         "http_filters": http_filters,
@@ -579,7 +632,12 @@ def render(
         ],
     }
 
-    clusters = [_cluster(name, settings.upstreams[name], settings.dns_upstreams) for name in table.upstreams]
+    clusters = [
+        _cluster(name, settings.upstreams[name], settings.dns_upstreams)
+        if name in table.grpc_upstreams
+        else _websocket_cluster(name, settings.upstreams[name], settings.dns_upstreams)
+        for name in table.upstreams
+    ]
     return {
         "node": {"id": "analytics-edge", "cluster": "analytics-edge"},
         "admin": {"address": settings.admin.socket()},

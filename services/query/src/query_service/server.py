@@ -7,6 +7,7 @@ import contextlib
 import functools
 
 import structlog
+from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.v1 import live_pb2_grpc, query_pb2_grpc
@@ -17,7 +18,8 @@ from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
 from query_service.live.hub import LiveHub
-from query_service.live.servicer import LiveServicer, summary
+from query_service.live.servicer import LiveServicer, report, summary
+from query_service.live.websocket import LiveSocket
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -58,8 +60,13 @@ async def serve(settings: Settings) -> None:
         LiveServicer(snapshots, auth, hub, heartbeat_s=settings.live_heartbeat_s),
         "analytics.v1.LiveService",
     )
+    sockets = LiveSocket(hub, auth, functools.partial(report, snapshots))
     server.install_signal_handlers()
     await server.start()
+    runner = web.AppRunner(sockets.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, _, port = settings.ws_listen.rpartition(":")
+    await web.TCPSite(runner, host.strip("[]"), int(port), reuse_port=settings.grpc_reuse_port).start()
     watcher: asyncio.Task[None] | None = None
     try:
         # Waiting for the database and the schema ends as soon as SIGTERM arrives.
@@ -70,6 +77,7 @@ async def serve(settings: Settings) -> None:
             stop.cancel()
             ready.result()
             await server.set_serving()
+            sockets.set_serving(True)
             watcher = asyncio.create_task(health.watch())
             await server.wait_for_shutdown_signal()
         else:
@@ -77,9 +85,11 @@ async def serve(settings: Settings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await ready
         # Live streams never end by themselves: end them so the grace period drains the rest.
+        sockets.set_serving(False)
         await hub.close()
         await server.stop()
     finally:
+        await runner.cleanup()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analytics_config import Env
-from analytics_config.names import DATABASE_URL, NATS_URL
+from analytics_config.names import DATABASE_URL, NATS_URL, QUERY_WS_ADDR
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 LIVE_QUEUE_SIZE = "ANALYTICS_LIVE_QUEUE_SIZE"
@@ -19,6 +19,8 @@ class Settings:
     grpc_listen: str
     # Several query processes may share one port (SO_REUSEPORT): replicas read the same database.
     grpc_reuse_port: bool
+    # host:port of the live dashboards' WebSocket server (shares SO_REUSEPORT with gRPC's setting).
+    ws_listen: str
     database_url: str
     nats_url: str
     auth_addr: str
@@ -37,6 +39,7 @@ class Settings:
         return cls(
             grpc_listen=env.grpc_listen(),
             grpc_reuse_port=env.grpc_reuse_port(),
+            ws_listen=env.address(QUERY_WS_ADDR, "0.0.0.0:50052"),
             database_url=env.str(DATABASE_URL),
             nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),
