@@ -329,3 +329,68 @@ async def test_websocket_dashboard_speaks_seed_000s_protocol(
         assert error["data"]["code"] == "UNAUTHENTICATED"
         assert (await refused.receive()).type == aiohttp.WSMsgType.CLOSE
         assert refused.close_code == 4401
+
+
+async def test_seed_000s_read_routes(live_stack: ServiceStack, http: aiohttp.ClientSession) -> None:
+    site_id, key = live_stack.create_site("live-seed")
+    headers = {"x-api-key": key}
+    events = [
+        {"path": "/", "user_id": "ann", "referrer": "https://www.google.com/", "timestamp": ago(20)},
+        {"path": "/products", "user_id": "ann", "timestamp": ago(10)},
+        {"path": "/", "user_id": "bob", "timestamp": ago(5)},
+    ]
+    payload = [{"site_id": site_id, "event_type": "pageview", **event} for event in events]
+    async with http.post(
+        "/api/events/batch", json=payload, headers={**headers, "cf-ipcountry": "IN", "user-agent": FIREFOX}
+    ) as response:
+        assert response.status == 200, await response.text()
+
+    async def get(path: str, **params: str) -> dict[str, Any]:
+        async with http.get(path, params=params, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            body: dict[str, Any] = await response.json()
+        assert body["success"] is True
+        return body["data"]
+
+    for _ in range(100):
+        summary = (await get("/api/analytics/summary"))["summary"]
+        if summary["total_today"] == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert summary == {"total_active": 2, "total_today": 3, "pages_visited": {"/": 2, "/products": 1}}
+    narrowed = (await get("/api/analytics/summary", page="/products", country="IN"))["summary"]
+    assert narrowed == {"total_active": 1, "total_today": 1, "pages_visited": {"/products": 1}}
+    assert (await get("/api/analytics/summary", country="DE"))["summary"]["total_active"] == 0
+
+    sessions = await get("/api/analytics/sessions")
+    assert sessions["total_count"] == 2
+    bob, ann = sessions["sessions"]
+    assert (bob["journey"], bob["current_page"], bob["duration"]) == (["/"], "/", 0)
+    assert (ann["journey"], ann["current_page"], ann["duration"]) == (["/", "/products"], "/products", 10)
+    assert (ann["country"], ann["device"]) == ("IN", "desktop")
+    assert set(ann) == {
+        "session_id",
+        "current_page",
+        "journey",
+        "duration",
+        "country",
+        "device",
+        "last_activity",
+    }
+    limited = await get("/api/analytics/sessions", limit="1")
+    assert (len(limited["sessions"]), limited["total_count"]) == (1, 2)
+    on_products = await get("/api/analytics/sessions", page="/products")
+    assert [s["journey"] for s in on_products["sessions"]] == [["/", "/products"]]
+    assert (await get("/api/analytics/sessions", country="DE"))["total_count"] == 0
+
+    detailed = await get("/api/analytics/detailed")
+    assert detailed["active_sessions"] == 2
+    assert detailed["sources"] == {"google.com": 1, "": 1}
+    assert detailed["active_pages"] == {"/": 2, "/products": 1}
+    status = await get("/api/status")
+    assert status["status"] == "running"
+    async with http.get("/api/status") as response:
+        assert response.status == 401
+    async with http.get("/api/analytics/sessions", params={"limit": "5000"}, headers=headers) as response:
+        assert response.status == 400
+        assert "limit" in (await response.json())["message"]

@@ -55,12 +55,14 @@ async def serve(settings: Settings) -> None:
         queue_size=settings.live_queue_size,
         summary_interval_s=settings.live_summary_interval_s,
     )
+    sockets = LiveSocket(hub, auth, functools.partial(report, snapshots))
     server.add(
         live_pb2_grpc.add_LiveServiceServicer_to_server,
-        LiveServicer(snapshots, auth, hub, heartbeat_s=settings.live_heartbeat_s),
+        LiveServicer(
+            snapshots, auth, hub, heartbeat_s=settings.live_heartbeat_s, dashboards=sockets.dashboards
+        ),
         "analytics.v1.LiveService",
     )
-    sockets = LiveSocket(hub, auth, functools.partial(report, snapshots))
     server.install_signal_handlers()
     await server.start()
     runner = web.AppRunner(sockets.application(), access_log=None, handle_signals=False)

@@ -106,6 +106,10 @@ class LiveHub:
         """Sites with a NATS subscription (one each)."""
         return len(self._sites)
 
+    @property
+    def total_subscribers(self) -> int:
+        return sum(len(site.subscribers) for site in self._sites.values())
+
     def subscribers(self, site_id: str) -> int:
         site = self._sites.get(site_id)
         return len(site.subscribers) if site else 0

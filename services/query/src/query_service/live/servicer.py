@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from google.api import httpbody_pb2
 
 from analytics.v1 import live_pb2, live_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
-from analytics_grpc.errors import FieldViolation, ServiceError
-from analytics_grpc.metadata import Context
+from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
+from analytics_grpc.metadata import Context, credential
+from query_service.live import seed
 from query_service.live.hub import LiveHub
 from query_service.live.realtime import DEFAULT_WINDOW, Count, Realtime, RealtimeQuery, realtime
-from query_service.request import authorize, parse_site_uuid, shown
+from query_service.request import authorize, authorize_site, parse_site_uuid, shown
 from query_service.snapshot import Snapshots
 
 MAX_WINDOW_MINUTES = 60
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
+MAX_SESSIONS = 1000
+DEFAULT_SESSIONS = 50
 MAX_FILTER_VALUES = 100
 MAX_VALUE_LENGTH = 2048
 # Summaries of the hub are computed without a caller: bounded like a short request.
@@ -56,12 +61,124 @@ async def summary(snapshots: Snapshots, site_id: str) -> live_pb2.LiveSummary:
     return result
 
 
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _text(field: str, value: str) -> str:
+    if len(value) > MAX_VALUE_LENGTH:
+        raise ServiceError.field(field, f"must be at most {MAX_VALUE_LENGTH} characters")
+    return value
+
+
 class LiveServicer(live_pb2_grpc.LiveServiceServicer):
-    def __init__(self, snapshots: Snapshots, auth: AuthClient, hub: LiveHub, *, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        snapshots: Snapshots,
+        auth: AuthClient,
+        hub: LiveHub,
+        *,
+        heartbeat_s: float,
+        dashboards: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._snapshots = snapshots
         self._auth = auth
         self._hub = hub
         self._heartbeat_s = heartbeat_s
+        self._dashboards = dashboards
+        self._started = time.monotonic()
+
+    async def GetAnalyticsSummary(
+        self, request: live_pb2.GetAnalyticsSummaryRequest, context: Context
+    ) -> live_pb2.GetAnalyticsSummaryResponse:
+        page, country = _text("page", request.page), _text("country", request.country)
+        access = await authorize_site(self._auth, context, request.site_id)
+        site_id, now = access.site.site_id, datetime.now(UTC)
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            figures = await realtime(conn, RealtimeQuery(site_id, now, limit=1, page=page, country=country))
+            day = await seed.today(
+                conn, site_id, now, ZoneInfo(access.site.timezone), page=page, country=country
+            )
+        summary = live_pb2.SeedSummary(
+            total_active=figures.visitors, total_today=day.events, pages_visited=day.pages
+        )
+        return live_pb2.GetAnalyticsSummaryResponse(
+            success=True, data=live_pb2.SummaryData(summary=summary, generated_at=_rfc3339(now))
+        )
+
+    async def ListActiveSessions(
+        self, request: live_pb2.ListActiveSessionsRequest, context: Context
+    ) -> live_pb2.ListActiveSessionsResponse:
+        page, country = _text("page", request.page), _text("country", request.country)
+        if request.limit > MAX_SESSIONS:
+            raise ServiceError.field("limit", f"must be 1..{MAX_SESSIONS}, got {request.limit}")
+        access = await authorize_site(self._auth, context, request.site_id)
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            sessions, total = await seed.active_sessions(
+                conn,
+                access.site.site_id,
+                datetime.now(UTC),
+                request.limit or DEFAULT_SESSIONS,
+                page=page,
+                country=country,
+            )
+        listed = [
+            live_pb2.ActiveSession(
+                session_id=str(s.session_id),
+                current_page=s.current_page,
+                journey=s.journey,
+                duration=round(s.duration_s),
+                country=s.country,
+                device=s.device,
+                last_activity=_rfc3339(s.last_activity),
+            )
+            for s in sessions
+        ]
+        return live_pb2.ListActiveSessionsResponse(
+            success=True, data=live_pb2.SessionsData(sessions=listed, total_count=total)
+        )
+
+    async def GetDetailedAnalytics(
+        self, request: live_pb2.GetDetailedAnalyticsRequest, context: Context
+    ) -> live_pb2.GetDetailedAnalyticsResponse:
+        access = await authorize_site(self._auth, context, request.site_id)
+        site_id, now = access.site.site_id, datetime.now(UTC)
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            figures = await realtime(conn, RealtimeQuery(site_id, now, limit=MAX_LIMIT))
+            day = await seed.today(conn, site_id, now, ZoneInfo(access.site.timezone))
+            _, active = await seed.active_sessions(conn, site_id, now, 1)
+        return live_pb2.GetDetailedAnalyticsResponse(
+            success=True,
+            data=live_pb2.DetailedData(
+                summary=live_pb2.SeedSummary(
+                    total_active=figures.visitors, total_today=day.events, pages_visited=day.pages
+                ),
+                active_pages={c.value: c.visitors for c in figures.top_pages},
+                sources={c.value: c.visitors for c in figures.top_sources},
+                countries={c.value: c.visitors for c in figures.top_countries},
+                active_sessions=active,
+                generated_at=_rfc3339(now),
+            ),
+        )
+
+    async def GetLiveStatus(
+        self, request: live_pb2.GetLiveStatusRequest, context: Context
+    ) -> live_pb2.GetLiveStatusResponse:
+        api_key = credential(context)
+        if not api_key:
+            raise unauthenticated()
+        await self._auth.authenticate(api_key, "")
+        return live_pb2.GetLiveStatusResponse(
+            success=True,
+            data=live_pb2.StatusData(
+                status="running",
+                live_sites=self._hub.sites,
+                live_subscribers=self._hub.total_subscribers,
+                websocket_dashboards=self._dashboards(),
+                uptime_s=int(time.monotonic() - self._started),
+                generated_at=_rfc3339(datetime.now(UTC)),
+            ),
+        )
 
     async def GetRealtime(
         self, request: live_pb2.GetRealtimeRequest, context: Context

@@ -114,6 +114,10 @@ class LiveSocket:
         self._serving = False
         self.actions = 0
 
+    def dashboards(self) -> int:
+        """Open dashboards on this replica."""
+        return sum(len(open_) for open_ in self._dashboards.values())
+
     def set_serving(self, serving: bool) -> None:
         self._serving = serving
 
