@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 
 import structlog
-from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.v1 import live_pb2_grpc, query_pb2_grpc
+from analytics.v1 import query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
 from analytics_db import applied_version, create_pool, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
-from query_service.live.hub import LiveHub
-from query_service.live.servicer import LiveServicer, report, summary
-from query_service.live.websocket import LiveSocket
+from query_service.live.runtime import LiveRuntime
 from query_service.servicer import QueryServicer
 from query_service.settings import Settings
 from query_service.snapshot import DatabaseHealth, Snapshots
@@ -49,26 +45,11 @@ async def serve(settings: Settings) -> None:
         QueryServicer(snapshots, auth),
         "analytics.v1.QueryService",
     )
-    hub = LiveHub(
-        nc,
-        functools.partial(summary, snapshots),
-        queue_size=settings.live_queue_size,
-        summary_interval_s=settings.live_summary_interval_s,
-    )
-    sockets = LiveSocket(hub, auth, functools.partial(report, snapshots))
-    server.add(
-        live_pb2_grpc.add_LiveServiceServicer_to_server,
-        LiveServicer(
-            snapshots, auth, hub, heartbeat_s=settings.live_heartbeat_s, dashboards=sockets.dashboards
-        ),
-        "analytics.v1.LiveService",
-    )
+    live = LiveRuntime(settings, nc, snapshots, auth)
+    live.add_to(server)
     server.install_signal_handlers()
     await server.start()
-    runner = web.AppRunner(sockets.application(), access_log=None, handle_signals=False)
-    await runner.setup()
-    host, _, port = settings.ws_listen.rpartition(":")
-    await web.TCPSite(runner, host.strip("[]"), int(port), reuse_port=settings.grpc_reuse_port).start()
+    await live.listen()
     watcher: asyncio.Task[None] | None = None
     try:
         # Waiting for the database and the schema ends as soon as SIGTERM arrives.
@@ -79,19 +60,17 @@ async def serve(settings: Settings) -> None:
             stop.cancel()
             ready.result()
             await server.set_serving()
-            sockets.set_serving(True)
+            live.serve()
             watcher = asyncio.create_task(health.watch())
             await server.wait_for_shutdown_signal()
         else:
             ready.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ready
-        # Live streams never end by themselves: end them so the grace period drains the rest.
-        sockets.set_serving(False)
-        await hub.close()
+        await live.end_streams()
         await server.stop()
     finally:
-        await runner.cleanup()
+        await live.close()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 
 from analytics.v1 import bus_pb2, live_pb2
 from analytics_bus import live_subject
+from query_service.live.alerts import ALERT_KIND, KIND_HEADER
 
 log = structlog.get_logger("analytics.query")
 
@@ -158,6 +159,9 @@ class LiveHub:
             subscriber.offer(copy)
 
     async def _on_update(self, msg: Msg) -> None:
+        if msg.headers and msg.headers.get(KIND_HEADER) == ALERT_KIND:
+            self._on_alert(msg)
+            return
         try:
             update = bus_pb2.LiveUpdate.FromString(msg.data)
         except DecodeError:
@@ -181,6 +185,15 @@ class LiveHub:
                     )
                 events = everything
             subscriber.offer(live_pb2.StreamLiveResponse(events=events))
+
+    def _on_alert(self, msg: Msg) -> None:
+        try:
+            alert = live_pb2.LiveAlert.FromString(msg.data)
+        except DecodeError:
+            log.warning("undecodable alert ignored", subject=msg.subject)
+            return
+        site_id = msg.subject.removeprefix(live_subject(""))
+        self.broadcast(site_id, live_pb2.StreamLiveResponse(alert=alert))
 
     async def _summaries(self, site_id: str) -> None:
         while True:

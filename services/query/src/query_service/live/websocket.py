@@ -87,6 +87,25 @@ def realtime_json(figures: Realtime) -> dict[str, Any]:
     }
 
 
+# The seed's alert details name the figure by what it counts.
+_DETAIL_NAMES = {"visitors_per_minute": "visitors_last_minute", "events_per_minute": "events_last_minute"}
+
+
+def alert_json(alert: live_pb2.LiveAlert) -> dict[str, Any]:
+    return {
+        "type": "alert",
+        "data": {
+            "level": alert.level,
+            "message": alert.message,
+            "details": {
+                _DETAIL_NAMES.get(alert.metric, alert.metric): alert.value,
+                "threshold": alert.threshold,
+                "at": _rfc3339(alert.at.ToDatetime(tzinfo=UTC)),
+            },
+        },
+    }
+
+
 @dataclass
 class _Credentials:
     api_key: str
@@ -301,3 +320,5 @@ class LiveSocket:
                     await ws.send_json(
                         {"type": "visitor_update", "data": {"event": visitor_event(event), "stats": stats}}
                     )
+            elif kind == "alert":
+                await ws.send_json(alert_json(message.alert))
