@@ -40,6 +40,9 @@ def live_stack(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -
             "ANALYTICS_LIVE_HEARTBEAT_S": "0.5",
             "ANALYTICS_LIVE_SUMMARY_INTERVAL_S": "0.5",
             "ANALYTICS_LIVE_QUEUE_SIZE": "4",
+            # Alerts at 5 visitors a minute, looked for twice a second.
+            "ANALYTICS_ALERT_VISITORS_PER_MINUTE": "5",
+            "ANALYTICS_ALERT_INTERVAL_S": "0.5",
         },
     )
     stack.start(timeout_s=90)
@@ -394,3 +397,35 @@ async def test_seed_000s_read_routes(live_stack: ServiceStack, http: aiohttp.Cli
     async with http.get("/api/analytics/sessions", params={"limit": "5000"}, headers=headers) as response:
         assert response.status == 400
         assert "limit" in (await response.json())["message"]
+
+
+async def test_an_alert_reaches_sse_and_websocket_subscribers_once(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-alert")
+    headers = {"x-api-key": key}
+    async with (
+        http.ws_connect(f"/ws?api_key={key}") as ws,
+        http.get(f"/v1/sites/{site_id}/live", headers=headers) as stream,
+    ):
+        await receive_type(ws, "user_connected")
+        await send(http, site_id, key, [{"path": "/", "user_id": f"u{i}"} for i in range(6)])
+        alert = await receive_type(ws, "alert")
+        assert alert["data"]["level"] == "warning"
+        assert alert["data"]["details"]["visitors_last_minute"] == 6
+        assert alert["data"]["details"]["threshold"] == 5
+        async with asyncio.timeout(20):
+            async for message in sse_messages(stream):
+                if "alert" in message:
+                    assert message["alert"]["metric"] == "visitors_per_minute"
+                    assert message["alert"]["value"] == 6
+                    break
+    # Evaluated by one replica of the two: one log line for the site's alert in all.
+    lines = [
+        line
+        for name, process in live_stack.processes.items()
+        if name.startswith("query")
+        for line in process.log_path.read_text().splitlines()
+        if "traffic alert" in line and site_id in line
+    ]
+    assert len(lines) == 1
