@@ -25,6 +25,7 @@ DOWNSTREAM_CONNECTIONS = (
     _TYPE + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+UPSTREAM_STREAM_WINDOW = 256 * 1024
 HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 BUFFER = _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer"
 BUFFER_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
@@ -483,7 +484,14 @@ def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
                 "explicit_http_config": {
-                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "5s"}}
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                        # What a service may send on one stream before Envoy has passed it on
+                        # (Envoy's default is 256 MiB). A live stream whose client reads slowly
+                        # then backs up into the service's bounded per-subscriber queue, which
+                        # drops its oldest messages, instead of into gRPC's unbounded buffers.
+                        "initial_stream_window_size": UPSTREAM_STREAM_WINDOW,
+                    }
                 },
             }
         },

@@ -12,6 +12,7 @@ from query_service.live.alerts import AlertRule, parse_webhooks
 
 STATEMENT_TIMEOUT_MS = "ANALYTICS_QUERY_STATEMENT_TIMEOUT_MS"
 LIVE_QUEUE_SIZE = "ANALYTICS_LIVE_QUEUE_SIZE"
+LIVE_QUEUE_EVENTS = "ANALYTICS_LIVE_QUEUE_EVENTS"
 LIVE_HEARTBEAT_S = "ANALYTICS_LIVE_HEARTBEAT_S"
 LIVE_SUMMARY_INTERVAL_S = "ANALYTICS_LIVE_SUMMARY_INTERVAL_S"
 ALERT_VISITORS_PER_MINUTE = "ANALYTICS_ALERT_VISITORS_PER_MINUTE"
@@ -38,6 +39,7 @@ class Settings:
     # Live streams: messages a subscriber may have waiting before its oldest is dropped; seconds
     # of silence before a heartbeat; seconds between a site's summaries.
     live_queue_size: int = 256
+    live_queue_events: int = 10_000
     live_heartbeat_s: float = 15.0
     live_summary_interval_s: float = 10.0
     alert_rule: AlertRule = field(default_factory=AlertRule)
@@ -63,6 +65,7 @@ class Settings:
             statement_timeout_ms=env.int(STATEMENT_TIMEOUT_MS, 30_000, minimum=100),
             log_level=env.log_level(),
             live_queue_size=env.int(LIVE_QUEUE_SIZE, 256, minimum=1, maximum=100_000),
+            live_queue_events=env.int(LIVE_QUEUE_EVENTS, 10_000, minimum=1, maximum=10_000_000),
             live_heartbeat_s=env.float(LIVE_HEARTBEAT_S, 15.0, minimum=0.1, maximum=300.0),
             live_summary_interval_s=env.float(LIVE_SUMMARY_INTERVAL_S, 10.0, minimum=0.1, maximum=3600.0),
             alert_rule=AlertRule(

@@ -97,6 +97,24 @@ async def test_a_slow_subscriber_loses_its_oldest_messages_only(nc: Client) -> N
     assert hub.dropped_events == 14
 
 
+async def test_queues_are_bounded_in_events_too(nc: Client) -> None:
+    hub = LiveHub(nc, no_summary, queue_size=100, summary_interval_s=3600, queue_events=5)
+    site = str(uuid.uuid4())
+    async with hub.subscribe(site) as subscriber:
+        await subscriber.next(10)  # the summary
+        for index in range(4):
+            await nc.publish(live_subject(site), update(site, *(f"/{index}/{n}" for n in range(2))))
+        await nc.flush()
+        # Once the hub has all four updates (8 events), only the last two fit in 5 events.
+        waited = await subscriber.next(10)
+        got = [waited] if waited else []
+        while (message := await subscriber.next(0.5)) is not None:
+            got.append(message)
+        pages = [e.page for m in got for e in m.events.events]
+        assert pages[-4:] == ["/2/0", "/2/1", "/3/0", "/3/1"]
+        assert len(pages) + got[-1].dropped_events == 8
+
+
 async def test_close_ends_every_stream(nc: Client) -> None:
     hub = LiveHub(nc, no_summary, queue_size=10, summary_interval_s=3600)
     async with hub.subscribe(str(uuid.uuid4())) as subscriber:

@@ -29,15 +29,34 @@ log = structlog.get_logger("analytics.query")
 Summarize = Callable[[str], Awaitable[live_pb2.LiveSummary]]
 
 
-class Subscriber:
-    """One stream's queue: bounded, oldest dropped first, the dropped events counted."""
+# A queued message: events are queued as the LiveEvents every unfiltered subscriber of the site
+# shares (never copied per subscriber until sent), anything else as the message itself.
+_Queued = live_pb2.LiveEvents | live_pb2.StreamLiveResponse
 
-    def __init__(self, site_id: str, pages: frozenset[str], countries: frozenset[str], capacity: int) -> None:
+
+def _weight(item: _Queued) -> int:
+    return len(item.events) if isinstance(item, live_pb2.LiveEvents) else 0
+
+
+class Subscriber:
+    """One stream's queue, bounded in messages and in events, oldest dropped first, the dropped
+    events counted."""
+
+    def __init__(
+        self,
+        site_id: str,
+        pages: frozenset[str],
+        countries: frozenset[str],
+        capacity: int,
+        max_events: int = 10_000,
+    ) -> None:
         self.site_id = site_id
         self.pages = pages
         self.countries = countries
         self._capacity = capacity
-        self._queue: deque[live_pb2.StreamLiveResponse] = deque()
+        self._max_events = max_events
+        self._queued_events = 0
+        self._queue: deque[_Queued] = deque()
         self._ready = asyncio.Event()
         self.dropped_events = 0
         self.dropped_messages = 0
@@ -48,14 +67,18 @@ class Subscriber:
             not self.countries or event.country in self.countries
         )
 
-    def offer(self, message: live_pb2.StreamLiveResponse) -> None:
-        """Never blocks: a full queue drops its oldest message to make room."""
-        if len(self._queue) >= self._capacity:
+    def offer(self, item: _Queued) -> None:
+        """Never blocks: a full queue drops its oldest messages to make room."""
+        weight = _weight(item)
+        while self._queue and (
+            len(self._queue) >= self._capacity or self._queued_events + weight > self._max_events
+        ):
             lost = self._queue.popleft()
             self.dropped_messages += 1
-            if lost.HasField("events"):
-                self.dropped_events += len(lost.events.events)
-        self._queue.append(message)
+            self.dropped_events += _weight(lost)
+            self._queued_events -= _weight(lost)
+        self._queue.append(item)
+        self._queued_events += weight
         self._ready.set()
 
     def close(self) -> None:
@@ -71,9 +94,12 @@ class Subscriber:
                 await asyncio.wait_for(self._ready.wait(), timeout_s)
         if not self._queue or self.closed:
             return None
-        message = self._queue.popleft()
-        message.dropped_events = self.dropped_events
-        return message
+        item = self._queue.popleft()
+        self._queued_events -= _weight(item)
+        if isinstance(item, live_pb2.LiveEvents):
+            return live_pb2.StreamLiveResponse(dropped_events=self.dropped_events, events=item)
+        item.dropped_events = self.dropped_events
+        return item
 
 
 @dataclass
@@ -92,10 +118,12 @@ class LiveHub:
         *,
         queue_size: int,
         summary_interval_s: float,
+        queue_events: int = 10_000,
     ) -> None:
         self._nc = nc
         self._summarize = summarize
         self._queue_size = queue_size
+        self._queue_events = queue_events
         self._summary_interval_s = summary_interval_s
         self._sites: dict[str, _Site] = {}
         self._lock = asyncio.Lock()
@@ -119,7 +147,7 @@ class LiveHub:
     async def subscribe(
         self, site_id: str, pages: frozenset[str] = frozenset(), countries: frozenset[str] = frozenset()
     ) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(site_id, pages, countries, self._queue_size)
+        subscriber = Subscriber(site_id, pages, countries, self._queue_size, self._queue_events)
         async with self._lock:
             site = self._sites.get(site_id)
             if site is None:
@@ -184,7 +212,7 @@ class LiveHub:
                         events=update.live_events, committed_at=update.committed_at
                     )
                 events = everything
-            subscriber.offer(live_pb2.StreamLiveResponse(events=events))
+            subscriber.offer(events)
 
     def _on_alert(self, msg: Msg) -> None:
         try:

@@ -27,6 +27,7 @@ class LiveRuntime:
             nc,
             functools.partial(summary, snapshots),
             queue_size=settings.live_queue_size,
+            queue_events=settings.live_queue_events,
             summary_interval_s=settings.live_summary_interval_s,
         )
         self.sockets = LiveSocket(self.hub, auth, functools.partial(report, snapshots))
