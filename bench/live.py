@@ -76,7 +76,14 @@ async def _follow(
 
 
 async def _send(
-    http: aiohttp.ClientSession, site: Site, sender: Sender, *, rate: float, seconds: float, first_seq: int
+    http: aiohttp.ClientSession,
+    site: Site,
+    sender: Sender,
+    *,
+    rate: float,
+    seconds: float,
+    first_seq: int,
+    prefix: str = "/live/",
 ) -> None:
     """Batches every TICK_S at ``rate`` events/s; each batch's acknowledgement time is its events'."""
     per_tick = max(1, round(rate * TICK_S))
@@ -85,7 +92,7 @@ async def _send(
     started = time.monotonic()
 
     async def one(seqs: range) -> None:
-        payload = [{"site_id": site.site_id, "event_type": "pageview", "path": f"/live/{n}"} for n in seqs]
+        payload = [{"site_id": site.site_id, "event_type": "pageview", "path": f"{prefix}{n}"} for n in seqs]
         sent = time.monotonic()
         try:
             async with http.post(
@@ -129,7 +136,8 @@ async def live_phase(
         # Ingest alone first, for its call latency without subscribers.
         say(f"live: ingest alone at {rate:g} events/s for {min(seconds, 5.0):g} s")
         alone = Sender()
-        await _send(http, site, alone, rate=rate, seconds=min(seconds, 5.0), first_seq=0)
+        # Paths of their own: late commits of these must not count as the subscribers' events.
+        await _send(http, site, alone, rate=rate, seconds=min(seconds, 5.0), first_seq=0, prefix="/alone/")
         base = 10_000_000
         sender = Sender()
         followers = [Subscriber(probe=i < probes) for i in range(subscribers)]
