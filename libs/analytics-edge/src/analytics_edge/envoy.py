@@ -449,9 +449,10 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
     return result
 
 
-def _websocket_cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
-    """An HTTP/1.1 upstream for WebSocket routes, checked on its GET /health."""
-    return {
+def _cluster(name: str, address: Address, dns: bool, *, grpc: bool = True) -> dict[str, Any]:
+    """A gRPC service's cluster (HTTP/2, its stock gRPC health service), or with ``grpc`` false an
+    HTTP/1.1 one for WebSocket routes, checked on its GET /health."""
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "1s",
@@ -460,26 +461,25 @@ def _websocket_cluster(name: str, address: Address, dns: bool) -> dict[str, Any]
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address.socket()}}]}],
         },
+        # NOT_SERVING (or a 503) takes an endpoint out of rotation.
         "health_checks": [
             {
                 "timeout": "1s",
                 "interval": "2s",
+                # Envoy checks an upstream that has had no traffic only once a minute by default;
+                # an endpoint that started after Envoy would then count as down for that long.
                 "no_traffic_interval": "2s",
                 "unhealthy_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
-                "http_health_check": {"path": "/health"},
+                **({"grpc_health_check": {}} if grpc else {"http_health_check": {"path": "/health"}}),
             }
         ],
     }
-
-
-def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
+    if not grpc:
+        return cluster
     return {
-        "name": name,
-        "type": "STRICT_DNS" if dns else "STATIC",
-        "connect_timeout": "1s",
-        "lb_policy": "LEAST_REQUEST",
+        **cluster,
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
@@ -495,24 +495,6 @@ def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
                 },
             }
         },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address.socket()}}]}],
-        },
-        # The services' stock gRPC health service: NOT_SERVING takes an endpoint out of rotation.
-        "health_checks": [
-            {
-                "timeout": "1s",
-                "interval": "2s",
-                # Envoy checks an upstream that has had no traffic only once a minute by default;
-                # an endpoint that started after Envoy would then count as down for that long.
-                "no_traffic_interval": "2s",
-                "unhealthy_interval": "1s",
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {},
-            }
-        ],
         "outlier_detection": {
             "consecutive_gateway_failure": 5,
             "consecutive_5xx": 0,
@@ -641,9 +623,7 @@ def render(
     }
 
     clusters = [
-        _cluster(name, settings.upstreams[name], settings.dns_upstreams)
-        if name in table.grpc_upstreams
-        else _websocket_cluster(name, settings.upstreams[name], settings.dns_upstreams)
+        _cluster(name, settings.upstreams[name], settings.dns_upstreams, grpc=name in table.grpc_upstreams)
         for name in table.upstreams
     ]
     return {

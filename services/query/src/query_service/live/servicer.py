@@ -61,7 +61,7 @@ async def summary(snapshots: Snapshots, site_id: str) -> live_pb2.LiveSummary:
     return result
 
 
-def _rfc3339(at: datetime) -> str:
+def rfc3339(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -103,7 +103,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
             total_active=figures.visitors, total_today=day.events, pages_visited=day.pages
         )
         return live_pb2.GetAnalyticsSummaryResponse(
-            success=True, data=live_pb2.SummaryData(summary=summary, generated_at=_rfc3339(now))
+            success=True, data=live_pb2.SummaryData(summary=summary, generated_at=rfc3339(now))
         )
 
     async def ListActiveSessions(
@@ -130,7 +130,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
                 duration=round(s.duration_s),
                 country=s.country,
                 device=s.device,
-                last_activity=_rfc3339(s.last_activity),
+                last_activity=rfc3339(s.last_activity),
             )
             for s in sessions
         ]
@@ -157,7 +157,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
                 sources={c.value: c.visitors for c in figures.top_sources},
                 countries={c.value: c.visitors for c in figures.top_countries},
                 active_sessions=active,
-                generated_at=_rfc3339(now),
+                generated_at=rfc3339(now),
             ),
         )
 
@@ -176,7 +176,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
                 live_subscribers=self._hub.total_subscribers,
                 websocket_dashboards=self._dashboards(),
                 uptime_s=int(time.monotonic() - self._started),
-                generated_at=_rfc3339(datetime.now(UTC)),
+                generated_at=rfc3339(datetime.now(UTC)),
             ),
         )
 

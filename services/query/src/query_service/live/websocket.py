@@ -28,6 +28,7 @@ from analytics_grpc.auth_client import AuthClient, SiteAccess
 from analytics_grpc.errors import ServiceError
 from query_service.live.hub import LiveHub, Subscriber
 from query_service.live.realtime import Realtime, RealtimeQuery
+from query_service.live.servicer import rfc3339
 
 log = structlog.get_logger("analytics.query")
 
@@ -49,10 +50,6 @@ _CLOSE_CODES = {
 Report = Callable[[RealtimeQuery, float | None], Awaitable[Realtime]]
 
 
-def _rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _stats(summary: live_pb2.LiveSummary | None) -> dict[str, Any]:
     if summary is None:
         return {"total_active": None, "events_per_minute": None}
@@ -64,7 +61,7 @@ def visitor_event(event: live_pb2.LiveEvent) -> dict[str, Any]:
     return {
         "type": event.name,
         "page": event.page,
-        "timestamp": _rfc3339(event.time.ToDatetime(tzinfo=UTC)),
+        "timestamp": rfc3339(event.time.ToDatetime(tzinfo=UTC)),
         "country": event.country,
         "metadata": {
             "device": event.device,
@@ -100,7 +97,7 @@ def alert_json(alert: live_pb2.LiveAlert) -> dict[str, Any]:
             "details": {
                 _DETAIL_NAMES.get(alert.metric, alert.metric): alert.value,
                 "threshold": alert.threshold,
-                "at": _rfc3339(alert.at.ToDatetime(tzinfo=UTC)),
+                "at": rfc3339(alert.at.ToDatetime(tzinfo=UTC)),
             },
         },
     }
@@ -180,7 +177,7 @@ class LiveSocket:
         text = orjson.dumps(
             {
                 "type": "user_connected",
-                "data": {"total_dashboards": len(dashboards), "connected_at": _rfc3339(datetime.now(UTC))},
+                "data": {"total_dashboards": len(dashboards), "connected_at": rfc3339(datetime.now(UTC))},
             }
         ).decode()
         for ws in list(dashboards):
