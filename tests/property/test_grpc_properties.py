@@ -267,6 +267,7 @@ def test_track_stream_takes_any_event_values(sender: Sender, property_stack: Any
 UPSTREAMS = {
     "analytics.v1.IngestService": "ingest",
     "analytics.v1.QueryService": "query",
+    "analytics.v1.LiveService": "query",
     "analytics.v1.AuthService": "auth",
     "analytics.v1.ProcessorService": "processor",
 }
