@@ -429,3 +429,30 @@ async def test_an_alert_reaches_sse_and_websocket_subscribers_once(
         if "traffic alert" in line and site_id in line
     ]
     assert len(lines) == 1
+
+
+async def test_websocket_dashboards_hear_session_activity(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    site_id, key = live_stack.create_site("live-sessions")
+    async with http.ws_connect(f"/ws?api_key={key}") as ws:
+        await receive_type(ws, "user_connected")
+        await send(
+            http,
+            site_id,
+            key,
+            [
+                {"path": "/home", "user_id": "ann", "timestamp": ago(8)},
+                {"path": "/products", "user_id": "ann", "timestamp": ago(2)},
+            ],
+        )
+        # The visit as its last page view left it (an earlier message may show it before that).
+        data: dict[str, Any] = {}
+        while data.get("current_page") != "/products":
+            data = (await receive_type(ws, "session_activity"))["data"]
+    assert (data["current_page"], data["journey"], data["duration"]) == (
+        "/products",
+        ["/home", "/products"],
+        6,
+    )
+    assert set(data) == {"session_id", "current_page", "journey", "duration", "last_activity"}

@@ -14,7 +14,7 @@ from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service.live import alerts
 from query_service.live.hub import LiveHub
-from query_service.live.servicer import LiveServicer, report, summary
+from query_service.live.servicer import LiveServicer, changed_sessions, report, summary
 from query_service.live.websocket import LiveSocket
 from query_service.settings import Settings
 from query_service.snapshot import Snapshots
@@ -30,7 +30,13 @@ class LiveRuntime:
             queue_events=settings.live_queue_events,
             summary_interval_s=settings.live_summary_interval_s,
         )
-        self.sockets = LiveSocket(self.hub, auth, functools.partial(report, snapshots))
+        self.sockets = LiveSocket(
+            self.hub,
+            auth,
+            functools.partial(report, snapshots),
+            functools.partial(changed_sessions, snapshots),
+            activity_interval_s=settings.live_summary_interval_s,
+        )
         self.servicer = LiveServicer(
             snapshots,
             auth,

@@ -105,19 +105,30 @@ ORDER BY s.ended_at DESC, s.session_id LIMIT %(limit)s
 """)
 
 
-def _active_params(
-    site_id: str, now: datetime, span: timedelta, page: str, country: str
-) -> dict[str, object]:
-    since = now - ACTIVE_FOR
-    return {"site": site_id, "since": since, "earliest": since - span, "page": page, "country": country}
-
-
 async def active_sessions(
-    conn: AsyncConnection[Any], site_id: str, now: datetime, limit: int, *, page: str = "", country: str = ""
+    conn: AsyncConnection[Any],
+    site_id: str,
+    now: datetime,
+    limit: int,
+    *,
+    page: str = "",
+    country: str = "",
+    changed_after: datetime | None = None,
 ) -> tuple[list[Session], int]:
-    """Visits whose last event is under ACTIVE_FOR old, most recent first, and how many match."""
-    params = _active_params(site_id, now, await max_session_span(conn), page, country)
-    params |= {"pageview": relations.PAGEVIEW_KIND, "journey": JOURNEY_PAGES, "limit": limit}
+    """Visits whose last event is under ACTIVE_FOR old (and after ``changed_after``, when given),
+    most recent first, and how many match."""
+    since = now - ACTIVE_FOR if changed_after is None else max(now - ACTIVE_FOR, changed_after)
+    params = {
+        "site": site_id,
+        "since": since,
+        # A visit whose last event is after `since` started at or after it minus the longest visit.
+        "earliest": since - await max_session_span(conn),
+        "page": page,
+        "country": country,
+        "pageview": relations.PAGEVIEW_KIND,
+        "journey": JOURNEY_PAGES,
+        "limit": limit,
+    }
     active = _ACTIVE.format(
         sessions=relations.SESSIONS, narrowed=_narrowed("s.exit_path", "s.country", page, country)
     )

@@ -71,6 +71,13 @@ def _text(field: str, value: str) -> str:
     return value
 
 
+async def changed_sessions(snapshots: Snapshots, site_id: str, after: datetime) -> list[seed.Session]:
+    """The site's active visits with an event after ``after`` (the WebSocket's session_activity)."""
+    async with snapshots.snapshot(SUMMARY_TIMEOUT_S) as conn:
+        sessions, _ = await seed.active_sessions(conn, site_id, datetime.now(UTC), 100, changed_after=after)
+    return sessions
+
+
 class LiveServicer(live_pb2_grpc.LiveServiceServicer):
     def __init__(
         self,

@@ -14,7 +14,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -28,10 +28,13 @@ from analytics_grpc.auth_client import AuthClient, SiteAccess
 from analytics_grpc.errors import ServiceError
 from query_service.live.hub import LiveHub, Subscriber
 from query_service.live.realtime import Realtime, RealtimeQuery
+from query_service.live.seed import Session
 from query_service.live.servicer import rfc3339
 
 log = structlog.get_logger("analytics.query")
 
+# session_activity covers visits whose last event is at most this old.
+ACTIVITY_LOOKBACK = timedelta(minutes=1)
 # How long a client that did not put its key in the URL has to send its `auth` message.
 AUTH_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -48,6 +51,8 @@ _CLOSE_CODES = {
 }
 
 Report = Callable[[RealtimeQuery, float | None], Awaitable[Realtime]]
+# A site's visits whose last event came after the given time (at most a page of them).
+ChangedSessions = Callable[[str, datetime], Awaitable[list[Session]]]
 
 
 def _stats(summary: live_pb2.LiveSummary | None) -> dict[str, Any]:
@@ -120,10 +125,22 @@ def _text(value: object, field: str, limit: int = 2048) -> str:
 class LiveSocket:
     """The aiohttp application that speaks the protocol."""
 
-    def __init__(self, hub: LiveHub, auth: AuthClient, report: Report) -> None:
+    def __init__(
+        self,
+        hub: LiveHub,
+        auth: AuthClient,
+        report: Report,
+        sessions: ChangedSessions,
+        *,
+        activity_interval_s: float = 10.0,
+    ) -> None:
         self._hub = hub
         self._auth = auth
         self._report = report
+        self._sessions = sessions
+        self._activity_interval_s = activity_interval_s
+        # One session_activity poller per site with dashboards on this replica.
+        self._pollers: dict[str, asyncio.Task[None]] = {}
         # Open dashboards per site on this replica, told of each other by user_connected.
         self._dashboards: dict[str, set[web.WebSocketResponse]] = {}
         self._notices: set[asyncio.Task[None]] = set()
@@ -162,6 +179,8 @@ class LiveSocket:
         async with self._hub.subscribe(site_id) as subscriber:
             dashboards = self._dashboards.setdefault(site_id, set())
             dashboards.add(ws)
+            if site_id not in self._pollers:
+                self._pollers[site_id] = asyncio.create_task(self._poll_sessions(site_id, dashboards))
             try:
                 self._joined(dashboards)
                 await self._serve(ws, subscriber, site_id)
@@ -169,7 +188,44 @@ class LiveSocket:
                 dashboards.discard(ws)
                 if not dashboards:
                     self._dashboards.pop(site_id, None)
+                    poller = self._pollers.pop(site_id, None)
+                    if poller is not None:
+                        poller.cancel()
         return ws
+
+    async def _poll_sessions(self, site_id: str, dashboards: set[web.WebSocketResponse]) -> None:
+        """Every interval, the site's visits whose last event is under ACTIVITY_LOOKBACK old and
+        changed since they were last told, to every dashboard of the site as session_activity (one
+        query per site, not per dashboard). Looking back by event time, not since the last look,
+        keeps a visit whose event was stored after the look that its time belongs to."""
+        told: dict[uuid.UUID, datetime] = {}
+        while True:
+            now = datetime.now(UTC)
+            try:
+                changed = await self._sessions(site_id, now - ACTIVITY_LOOKBACK)
+            except ServiceError as error:
+                log.warning("session activity failed", site_id=site_id, error=error.message)
+                changed = []
+            for stale in [key for key, at in told.items() if at <= now - ACTIVITY_LOOKBACK]:
+                del told[stale]
+            for session in changed:
+                if told.get(session.session_id) == session.last_activity:
+                    continue
+                told[session.session_id] = session.last_activity
+                text = orjson.dumps(
+                    {
+                        "type": "session_activity",
+                        "data": {
+                            "session_id": str(session.session_id),
+                            "current_page": session.current_page,
+                            "journey": session.journey,
+                            "duration": round(session.duration_s),
+                            "last_activity": rfc3339(session.last_activity),
+                        },
+                    }
+                ).decode()
+                self._tell(dashboards, text)
+            await asyncio.sleep(self._activity_interval_s)
 
     def _joined(self, dashboards: set[web.WebSocketResponse]) -> None:
         """Every dashboard of the site on this replica hears of the new one; sent in the
@@ -180,6 +236,9 @@ class LiveSocket:
                 "data": {"total_dashboards": len(dashboards), "connected_at": rfc3339(datetime.now(UTC))},
             }
         ).decode()
+        self._tell(dashboards, text)
+
+    def _tell(self, dashboards: set[web.WebSocketResponse], text: str) -> None:
         for ws in list(dashboards):
             task = asyncio.create_task(self._send(ws, text))
             self._notices.add(task)
