@@ -456,3 +456,42 @@ async def test_websocket_dashboards_hear_session_activity(
         6,
     )
     assert set(data) == {"session_id", "current_page", "journey", "duration", "last_activity"}
+
+
+async def test_seed_000s_event_route(live_stack: ServiceStack, http: aiohttp.ClientSession) -> None:
+    _, key = live_stack.create_site("live-seed-events")
+    headers = {"x-api-key": key, "cf-ipcountry": "IN", "user-agent": FIREFOX}
+    body = {
+        "type": "pageview",
+        "page": "/products",
+        "session_id": "user-123",
+        "timestamp": ago(3),
+        "country": "India",
+        "metadata": {"device": "mobile", "referrer": "google.com"},
+    }
+    async with http.post("/api/events", json=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    assert answer["success"] is True and answer["message"] == "Event processed successfully"
+    assert answer["data"]["session_id"] == "user-123"
+    assert set(answer["data"]["current_stats"]) == {"total_active", "total_today", "pages_visited"}
+    # Stored as any event: the key's site, the session id as the visitor, the referrer's host.
+    for _ in range(100):
+        async with http.get("/api/analytics/sessions", headers=headers) as response:
+            sessions = (await response.json())["data"]["sessions"]
+        if sessions:
+            break
+        await asyncio.sleep(0.1)
+    assert [(s["current_page"], s["country"]) for s in sessions] == [("/products", "IN")]
+    async with http.post("/api/events", json=body, headers=headers) as response:
+        stats = (await response.json())["data"]["current_stats"]
+    assert stats["total_today"] >= 1 and stats["pages_visited"]["/products"] >= 1
+    # Errors name the seed's fields.
+    async with http.post("/api/events", json={**body, "page": ""}, headers=headers) as response:
+        assert response.status == 400
+        assert (await response.json())["message"].startswith("page:")
+    async with http.post("/api/events", json={**body, "session_id": ""}, headers=headers) as response:
+        assert response.status == 400
+        assert "session_id" in (await response.json())["message"]
+    async with http.post("/api/events", json=body) as response:
+        assert response.status == 401

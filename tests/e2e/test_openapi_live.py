@@ -50,6 +50,12 @@ async def test_every_documented_operation_answers_as_documented(
         "/event": event,
         "/v1/events:batch": {"events": [event]},
         "/api/events/batch": [event],
+        "/api/events": {
+            "site_id": site["site_id"],
+            "type": "pageview",
+            "page": "/documented",
+            "session_id": "s1",
+        },
     }
     # Query parameters a valid request needs besides the site.
     queries: dict[str, dict[str, str]] = {"/api/v1/metrics": {"event": "pageview", "interval": "daily"}}

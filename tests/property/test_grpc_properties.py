@@ -268,6 +268,7 @@ UPSTREAMS = {
     "analytics.v1.IngestService": "ingest",
     "analytics.v1.QueryService": "query",
     "analytics.v1.LiveService": "query",
+    "analytics.v1.SeedEventService": "ingest",
     "analytics.v1.AuthService": "auth",
     "analytics.v1.ProcessorService": "processor",
 }

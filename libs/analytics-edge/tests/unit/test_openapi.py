@@ -83,7 +83,14 @@ def test_operation_ids_are_unique_and_tagged_by_service(real_doc: Json) -> None:
     assert real_doc["paths"]["/api/event"]["post"]["operationId"] == "IngestService.Track_1"
     assert real_doc["paths"]["/event"]["post"]["operationId"] == "IngestService.Track_2"
     tags = [t["name"] for t in real_doc["tags"]]
-    assert tags == ["AuthService", "LiveService", "IngestService", "ProcessorService", "QueryService"]
+    assert tags == [
+        "AuthService",
+        "LiveService",
+        "SeedEventService",
+        "IngestService",
+        "ProcessorService",
+        "QueryService",
+    ]
     for _, _, op in operations(real_doc):
         assert op["tags"] == [op["operationId"].split(".")[0]]
 

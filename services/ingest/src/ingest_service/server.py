@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from analytics.v1 import ingest_pb2_grpc
+import grpc
+
+from analytics.v1 import ingest_pb2_grpc, live_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_bus.health import BusHealth
 from analytics_bus.revocations import follow_revocations
@@ -16,6 +18,7 @@ from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
+from ingest_service.seed import SeedEventServicer
 from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings
 
@@ -54,6 +57,12 @@ async def serve(settings: Settings) -> None:
         rate_limiter=RateLimiter(settings.default_rate_limit_per_s, settings.default_rate_limit_burst),
     )
     server.add(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, "analytics.v1.IngestService")
+    query = grpc.aio.insecure_channel(settings.query_addr)
+    server.add(
+        live_pb2_grpc.add_SeedEventServiceServicer_to_server,
+        SeedEventServicer(servicer, auth, query),
+        "analytics.v1.SeedEventService",
+    )
     server.install_signal_handlers()
     useragent.prepare()
     try:
@@ -66,6 +75,7 @@ async def serve(settings: Settings) -> None:
         await publisher.close()
     finally:
         await bus.close()
+        await query.close()
         await auth.close()
         with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
             await nc.drain()

@@ -184,6 +184,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 retry_after_s=wait_s,
             )
 
+    async def accept(
+        self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
+    ) -> list[bus_pb2.EnrichedEvent]:
+        """Validates, enriches and durably queues events: what every ingest route does."""
+        return await self._accept(context, events, prefix)
+
     async def _accept(
         self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:
