@@ -53,14 +53,20 @@ def traffic(draw: st.DrawFn) -> list[EventRow]:
     return rows
 
 
-@THROUGH_DATABASE
-@given(data=st.data())
-async def test_realtime_equals_the_reference(query_stack: QueryStack, data: st.DataObject) -> None:
+async def stored_traffic(query_stack: QueryStack, data: st.DataObject) -> tuple[str, list[EventRow]]:
+    """A new site's generated traffic, stored by the writer in shuffled batches of drawn sizes."""
     rows = data.draw(traffic())
     site = str(uuid.uuid4())
     shuffled = list(rows)
     random.Random(data.draw(st.integers(0, 1000))).shuffle(shuffled)
     await query_stack.write(site, shuffled, batch=data.draw(st.integers(1, 10)))
+    return site, rows
+
+
+@THROUGH_DATABASE
+@given(data=st.data())
+async def test_realtime_equals_the_reference(query_stack: QueryStack, data: st.DataObject) -> None:
+    site, rows = await stored_traffic(query_stack, data)
     query = RealtimeQuery(
         site,
         NOW,

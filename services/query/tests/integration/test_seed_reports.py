@@ -3,8 +3,6 @@ fixed "now" stored by the processor's writer in shuffled batches. Answers must b
 
 from __future__ import annotations
 
-import random
-import uuid
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,7 +14,7 @@ from query_service.live import seed, seed_reference
 
 from .conftest import QueryStack
 from .test_differential import COUNTRIES, PATHS, THROUGH_DATABASE
-from .test_realtime import NOW, traffic
+from .test_realtime import NOW, stored_traffic
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +22,7 @@ pytestmark = pytest.mark.integration
 @THROUGH_DATABASE
 @given(data=st.data())
 async def test_summary_and_sessions_equal_the_reference(query_stack: QueryStack, data: st.DataObject) -> None:
-    rows = data.draw(traffic())
-    site = str(uuid.uuid4())
-    shuffled = list(rows)
-    random.Random(data.draw(st.integers(0, 1000))).shuffle(shuffled)
-    await query_stack.write(site, shuffled, batch=data.draw(st.integers(1, 10)))
+    site, rows = await stored_traffic(query_stack, data)
     page = data.draw(st.sampled_from(["", *PATHS]))
     country = data.draw(st.sampled_from(["", *COUNTRIES[1:]]))
     # Etc/GMT-12's midnight is NOW itself: events a second either side of it, and at it, are there.
