@@ -83,6 +83,7 @@ cat <<BANNER
     curl -s -X POST $http/api/event -H "x-api-key: \$API_KEY" \\
       -d '{"site_id": "'\$SITE_ID'", "event_type": "pageview", "path": "/", "user_id": "alice"}'
     curl -s "$http/api/stats?site_id=\$SITE_ID" -H "x-api-key: \$API_KEY"
+    curl -sN "$http/v1/sites/\$SITE_ID/live" -H "x-api-key: \$API_KEY"   # live events (SSE); WebSocket: ws://$ANALYTICS_HTTP_HOST:$ANALYTICS_HTTP_PORT/ws?api_key=…
 
   Press Ctrl+C to stop.
 
