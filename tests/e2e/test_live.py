@@ -172,6 +172,17 @@ async def test_realtime_agrees_on_both_replicas_and_plausible_route(
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/plain")
         assert await response.text() == "2"
+    # Plausible's clients name the site by its domain.
+    admin = {"Authorization": f"Bearer {live_stack.admin_token}"}
+    domain = f"realtime-{site_id[:8]}.example"
+    async with http.patch(f"/v1/sites/{site_id}", json={"domain": domain}, headers=admin) as response:
+        assert response.status == 200, await response.text()
+    async with http.get(
+        "/api/v1/stats/realtime/visitors",
+        params={"site_id": domain},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as response:
+        assert await response.text() == "2"
     async with http.get(
         f"/v1/sites/{site_id}/realtime", params={"window_minutes": "61"}, headers={"x-api-key": key}
     ) as response:
