@@ -403,6 +403,9 @@ async def test_seed_000s_read_routes(live_stack: ServiceStack, http: aiohttp.Cli
     assert detailed["active_pages"] == {"/": 2, "/products": 1}
     status = await get("/api/status")
     assert status["status"] == "running"
+    assert {"live_sites", "live_subscribers", "dropped_events", "alerts_raised", "webhooks_failed"} <= set(
+        status
+    )
     async with http.get("/api/status") as response:
         assert response.status == 401
     async with http.get("/api/analytics/sessions", params={"limit": "5000"}, headers=headers) as response:

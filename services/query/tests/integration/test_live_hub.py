@@ -93,6 +93,7 @@ async def test_a_slow_subscriber_loses_its_oldest_messages_only(nc: Client) -> N
         assert [m.events.events[0].page for m in left if m] == ["/7", "/8", "/9"]
         assert [m.dropped_events for m in left if m] == [14, 14, 14]
         assert await slow.next(0.1) is None
+        assert hub.total_dropped_events == 14  # counted while the subscriber is still open
     assert hub.sites == 0
     assert hub.dropped_events == 14
 

@@ -136,6 +136,12 @@ class LiveHub:
         return len(self._sites)
 
     @property
+    def total_dropped_events(self) -> int:
+        """Events lost by this replica's subscribers so far, those still open included."""
+        open_ = sum(s.dropped_events for site in self._sites.values() for s in site.subscribers)
+        return self.dropped_events + open_
+
+    @property
     def total_subscribers(self) -> int:
         return sum(len(site.subscribers) for site in self._sites.values())
 

@@ -37,13 +37,6 @@ class LiveRuntime:
             functools.partial(changed_sessions, snapshots),
             activity_interval_s=settings.live_summary_interval_s,
         )
-        self.servicer = LiveServicer(
-            snapshots,
-            auth,
-            self.hub,
-            heartbeat_s=settings.live_heartbeat_s,
-            dashboards=self.sockets.dashboards,
-        )
         self.webhooks = alerts.Webhooks(settings.alert_webhooks)
         self.evaluator = alerts.AlertEvaluator(
             settings.database_url,
@@ -51,6 +44,14 @@ class LiveRuntime:
             settings.alert_rule,
             self.webhooks,
             interval_s=settings.alert_interval_s,
+        )
+        self.servicer = LiveServicer(
+            snapshots,
+            auth,
+            self.hub,
+            heartbeat_s=settings.live_heartbeat_s,
+            dashboards=self.sockets.dashboards,
+            alert_counts=lambda: (self.evaluator.raised, self.webhooks.delivered, self.webhooks.failed),
         )
         self._runner = web.AppRunner(self.sockets.application(), access_log=None, handle_signals=False)
         self._alerting: asyncio.Task[None] | None = None

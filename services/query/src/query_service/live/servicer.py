@@ -87,12 +87,15 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         *,
         heartbeat_s: float,
         dashboards: Callable[[], int] = lambda: 0,
+        alert_counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
     ) -> None:
         self._snapshots = snapshots
         self._auth = auth
         self._hub = hub
         self._heartbeat_s = heartbeat_s
         self._dashboards = dashboards
+        # (alerts raised, webhooks delivered, webhooks failed) on this replica.
+        self._alert_counts = alert_counts
         self._started = time.monotonic()
 
     async def GetAnalyticsSummary(
@@ -175,6 +178,7 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         if not api_key:
             raise unauthenticated()
         await self._auth.authenticate(api_key, "")
+        raised, delivered, failed = self._alert_counts()
         return live_pb2.GetLiveStatusResponse(
             success=True,
             data=live_pb2.StatusData(
@@ -184,6 +188,10 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
                 websocket_dashboards=self._dashboards(),
                 uptime_s=int(time.monotonic() - self._started),
                 generated_at=rfc3339(datetime.now(UTC)),
+                dropped_events=self._hub.total_dropped_events,
+                alerts_raised=raised,
+                webhooks_delivered=delivered,
+                webhooks_failed=failed,
             ),
         )
 
