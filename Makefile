@@ -68,7 +68,7 @@ lint: $(STAMPS)/python $(DESCRIPTOR) $(BUF) k8s-render $(STAMPS)/k8s-tools ## Ru
 	@echo "==> lint: mypy" && $(VENV)/bin/mypy libs/*/src services/*/src
 	@echo "==> lint: buf" && $(BUF) lint "$(DESCRIPTOR)#format=binpb" --path analytics --config proto/buf.yaml
 	@echo "==> lint: envoy" && $(PY) -m analytics_edge envoy --validate --dir build/edge-lint \
-	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154,--upstream $(u))
+	  $(foreach u,auth=127.0.0.1:25151 ingest=127.0.0.1:25152 query=127.0.0.1:25153 processor=127.0.0.1:25154 query_ws=127.0.0.1:25156,--upstream $(u))
 	@echo "==> lint: k8s" && $(PY) scripts/k8s_validate.py
 
 IMAGE ?= analytics:0.1.0

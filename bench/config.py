@@ -78,12 +78,16 @@ class Settings:
     pyspy: str
     keep: bool
     skip: frozenset[str]
+    live_subscribers: int = 1000
+    live_probes: int = 20
+    live_rate: float = 1000.0
+    live_seconds: float = 15.0
 
     @classmethod
     def from_env(cls) -> Settings:
         seconds = env_float("BENCH_SECONDS", 30.0, 1.0)
         skip = frozenset(s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip())
-        unknown = skip - {"unary", "raw", "staging", "http", "latency", "floor"}
+        unknown = skip - {"unary", "raw", "staging", "http", "latency", "floor", "live"}
         if unknown:
             raise SystemExit(f"BENCH_SKIP: unknown phases {sorted(unknown)}")
         return cls(
@@ -112,6 +116,10 @@ class Settings:
             pyspy=os.environ.get("BENCH_PYSPY", "").strip(),
             keep=os.environ.get("BENCH_KEEP", "") not in ("", "0"),
             skip=skip,
+            live_subscribers=env_int("BENCH_LIVE_SUBSCRIBERS", 1000),
+            live_probes=env_int("BENCH_LIVE_PROBES", 20),
+            live_rate=env_float("BENCH_LIVE_RATE", 1000.0, 1.0),
+            live_seconds=env_float("BENCH_LIVE_SECONDS", min(15.0, max(seconds, 5.0)), 1.0),
         )
 
     def as_json(self) -> dict[str, object]:

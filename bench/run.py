@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import events, http_load, procstat, profile, raw_copy, report, verify
+from bench import events, http_load, live, procstat, profile, raw_copy, report, verify
 from bench.config import RESULTS_DIR, Settings
 from bench.environment import Environment, Site, environment
 from bench.grpc_load import LoadResult, prebuild, track_batches, track_singles
@@ -273,6 +273,19 @@ class Bench:
             self.run.acknowledged[name] = (site, ids)
         self.run.phases[name] = summary
 
+    async def live(self, site: Site) -> None:
+        """SSE subscribers of one site while events are ingested (bench/live.py)."""
+        s = self.settings
+        with self.phase("live"):
+            self.run.phases["live"] = await live.live_phase(
+                self.env.stack.http_url,
+                site,
+                subscribers=s.live_subscribers,
+                probes=min(s.live_probes, s.live_subscribers),
+                rate=s.live_rate,
+                seconds=s.live_seconds,
+            )
+
 
 async def phases(env: Environment, run: Run) -> None:
     s = run.settings
@@ -284,7 +297,7 @@ async def phases(env: Environment, run: Run) -> None:
     if main_task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        names = ["warmup", "e2e_batch", "grpc_unary", "http_max", "http_latency"]
+        names = ["warmup", "e2e_batch", "grpc_unary", "http_max", "http_latency", "live"]
         sites = {name: await asyncio.to_thread(env.create_site, f"bench {name}") for name in names}
         async with Pipeline(env.database_url, env.stack.nats_url) as pipeline:
             bench = Bench(env, pipeline, monitor, run, stop)
@@ -304,6 +317,8 @@ async def phases(env: Environment, run: Run) -> None:
                 await bench.http_open_loop("http_latency", sites["http_latency"], s.latency_seconds)
             if "floor" not in s.skip:
                 await bench.http_open_loop("http_floor", None, s.floor_seconds)
+            if "live" not in s.skip:
+                await bench.live(sites["live"])
             say("waiting until the consumer has nothing pending or unacknowledged")
             backlog = await pipeline.wait_drained(s.drain_timeout_seconds, check=env.check_alive)
             run.phases["drain"] = {
@@ -327,6 +342,33 @@ async def phases(env: Environment, run: Run) -> None:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+
+
+def _live_rows(live: dict[str, Any] | None) -> list[tuple[str, Any, str]]:
+    if not live:
+        return []
+    p99 = live["delivery_p99_ms"]
+    return [
+        (
+            "live_delivery_p50_ms / p99",
+            f"{live['delivery_p50_ms']} / {p99}",
+            f"ingest acknowledgement → SSE subscriber, {live['subscribers']} subscribers, "
+            f"{live['offered_events_per_s']:g} events/s offered; target p99 < 1000: "
+            + ("met" if p99 is not None and p99 < 1000 else "not met"),
+        ),
+        (
+            "live_dropped_per_subscriber_max",
+            live["dropped_per_subscriber_max"],
+            f"{live['subscribers_with_drops']} subscribers dropped events; most missing: "
+            f"{live['missing_per_subscriber_max']} of {live['events_acknowledged']}",
+        ),
+        (
+            "live_ingest_call_p50_ms / p99",
+            f"{live['ingest_call_p50_ms']} / {live['ingest_call_p99_ms']}",
+            f"batch calls with the subscribers; alone: {live['ingest_alone_call_p50_ms']} / "
+            f"{live['ingest_alone_call_p99_ms']}",
+        ),
+    ]
 
 
 def _figures(run: Run) -> None:
@@ -506,6 +548,7 @@ def _print(run: Run, targets: dict[str, dict[str, Any]]) -> None:
             f["http_floor_stack_us_per_request"],
             f"the same per GET /health; ratio {f['http_event_to_floor_cpu_ratio']}",
         ),
+        *_live_rows(run.phases.get("live")),
         ("acknowledged_events", f["acknowledged_events"], "all phases"),
         ("lost_events", f["lost_events"], t("lost_events")),
         ("duplicate_events", f["duplicate_events"], t("duplicate_events")),

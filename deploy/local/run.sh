@@ -14,6 +14,7 @@ export ANALYTICS_AUTH_ADDR=${ANALYTICS_AUTH_ADDR:-127.0.0.1:25151}
 export ANALYTICS_INGEST_ADDR=${ANALYTICS_INGEST_ADDR:-127.0.0.1:25152}
 export ANALYTICS_QUERY_ADDR=${ANALYTICS_QUERY_ADDR:-127.0.0.1:25153}
 export ANALYTICS_PROCESSOR_ADDR=${ANALYTICS_PROCESSOR_ADDR:-127.0.0.1:25154}
+export ANALYTICS_QUERY_WS_ADDR=${ANALYTICS_QUERY_WS_ADDR:-127.0.0.1:25156}
 export ANALYTICS_EDGE_ADMIN_ADDR=${ANALYTICS_EDGE_ADMIN_ADDR:-127.0.0.1:25155}
 # Prometheus endpoints, one per process: ingest process N serves on the ingest port + N - 1.
 export ANALYTICS_AUTH_METRICS_ADDR=${ANALYTICS_AUTH_METRICS_ADDR:-127.0.0.1:25161}
@@ -49,7 +50,7 @@ ingest_metrics_ports=$(seq "$ingest_metrics_port" $((ingest_metrics_port + ANALY
 for port in "$ANALYTICS_PG_PORT" "$ANALYTICS_NATS_PORT" "$ANALYTICS_HTTP_PORT" \
     "${ANALYTICS_AUTH_ADDR##*:}" "${ANALYTICS_INGEST_ADDR##*:}" "${ANALYTICS_QUERY_ADDR##*:}" "${ANALYTICS_PROCESSOR_ADDR##*:}" \
     "${ANALYTICS_EDGE_ADMIN_ADDR##*:}" "${ANALYTICS_AUTH_METRICS_ADDR##*:}" "${ANALYTICS_PROCESSOR_METRICS_ADDR##*:}" \
-    "${ANALYTICS_QUERY_METRICS_ADDR##*:}" $ingest_metrics_ports; do
+    "${ANALYTICS_QUERY_METRICS_ADDR##*:}" "${ANALYTICS_QUERY_WS_ADDR##*:}" $ingest_metrics_ports; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "==> run: port $port is already in use; is another 'make run' running? (ports are set by ANALYTICS_*_PORT / *_ADDR)" >&2
     exit 1
@@ -94,6 +95,7 @@ cat <<BANNER
     curl -s -X POST $http/api/event -H "x-api-key: \$API_KEY" \\
       -d '{"site_id": "'\$SITE_ID'", "event_type": "pageview", "path": "/", "user_id": "alice"}'
     curl -s "$http/api/stats?site_id=\$SITE_ID" -H "x-api-key: \$API_KEY"
+    curl -sN "$http/v1/sites/\$SITE_ID/live" -H "x-api-key: \$API_KEY"   # live events (SSE); WebSocket: ws://$ANALYTICS_HTTP_HOST:$ANALYTICS_HTTP_PORT/ws?api_key=…
 
   Press Ctrl+C to stop.
 

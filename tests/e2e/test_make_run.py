@@ -59,10 +59,10 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
     ports = dict(
         zip(
             (
-                *("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN"),
+                *("PG", "NATS", "HTTP", "AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN", "QUERY_WS"),
                 *("AUTH_METRICS", "QUERY_METRICS", "PROCESSOR_METRICS"),
             ),
-            free_ports(11),
+            free_ports(12),
             strict=True,
         )
     )
@@ -74,7 +74,16 @@ def test_the_run_script_serves_and_ctrl_c_stops_everything(tmp_path: Path, inges
     env["ANALYTICS_INGEST_PROCESSES"] = str(ingest_processes)
     for name in ("PG", "NATS", "HTTP"):
         env[f"ANALYTICS_{name}_PORT"] = str(ports[name])
-    for name in ("AUTH", "INGEST", "QUERY", "PROCESSOR", "EDGE_ADMIN", "AUTH_METRICS", "QUERY_METRICS"):
+    for name in (
+        "AUTH",
+        "INGEST",
+        "QUERY",
+        "PROCESSOR",
+        "EDGE_ADMIN",
+        "QUERY_WS",
+        "AUTH_METRICS",
+        "QUERY_METRICS",
+    ):
         env[f"ANALYTICS_{name}_ADDR"] = f"127.0.0.1:{ports[name]}"
     env["ANALYTICS_PROCESSOR_METRICS_ADDR"] = f"127.0.0.1:{ports['PROCESSOR_METRICS']}"
     env["ANALYTICS_INGEST_METRICS_ADDR"] = f"127.0.0.1:{ingest_metrics[0]}"

@@ -276,6 +276,8 @@ UPSTREAMS = {
     "analytics.v1.IngestService": "ingest",
     "analytics.v1.QueryService": "query",
     "analytics.v1.ProductService": "query",
+    "analytics.v1.LiveService": "query",
+    "analytics.v1.SeedEventService": "ingest",
     "analytics.v1.AuthService": "auth",
     "analytics.v1.ProcessorService": "processor",
     "analytics.v1.EventApiService": "ingest",

@@ -23,6 +23,8 @@ AUTH_CACHE_TTL_S = "ANALYTICS_AUTH_CACHE_TTL_S"
 INGEST_ADDR = "ANALYTICS_INGEST_ADDR"
 QUERY_ADDR = "ANALYTICS_QUERY_ADDR"
 PROCESSOR_ADDR = "ANALYTICS_PROCESSOR_ADDR"
+# The query service's WebSocket listener (live dashboards), which the edge routes /ws to.
+QUERY_WS_ADDR = "ANALYTICS_QUERY_WS_ADDR"
 ADMIN_TOKEN = "ANALYTICS_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 INTERNAL_TOKEN = "ANALYTICS_INTERNAL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 EVENT_LOOP = "ANALYTICS_EVENT_LOOP"

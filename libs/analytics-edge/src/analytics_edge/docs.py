@@ -105,9 +105,16 @@ def _operation(document: Json, path: str, method: str, op: Json) -> str:
         out += ["<h4>Request body</h4>", _text(schema.get("description", "")), _fields(document, schema)]
     responses: Json = op.get("responses", {})
     for status, response in ((s, r) for s, r in responses.items() if s.startswith("2")):
-        content = response.get("content", {}).get("application/json")
+        kind, content = next(iter(response.get("content", {}).items()), ("", None))
         out += [f"<h4>Response {_e(status)}</h4>", _text(response.get("description", ""))]
-        out.append(_fields(document, content["schema"]) if content else "<p>No body.</p>")
+        if kind == "text/event-stream":
+            out.append("<p>Server-Sent Events, one <code>data:</code> event per message:</p>")
+        if content is None:
+            out.append("<p>No body.</p>")
+        elif "$ref" in content["schema"] or "properties" in content["schema"]:
+            out.append(_fields(document, content["schema"]))
+        else:
+            out.append(f"<p>A <code>{_e(kind)}</code> body.</p>")
     errors = ", ".join(s for s in responses if not s.startswith("2"))
     return "\n".join([*out, f"<p>Errors: {_link('errors', 'all', _e(errors))}</p></section>"])
 

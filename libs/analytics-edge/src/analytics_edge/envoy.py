@@ -25,8 +25,10 @@ DOWNSTREAM_CONNECTIONS = (
     _TYPE + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+UPSTREAM_STREAM_WINDOW = 256 * 1024
 HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 BUFFER = _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer"
+BUFFER_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 LUA = _TYPE + "envoy.extensions.filters.http.lua.v3.Lua"
 LUA_PER_ROUTE = _TYPE + "envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 HEALTH_CHECK = _TYPE + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
@@ -142,6 +144,8 @@ class RouteTable:
     cors_max_age_s: int
     # HTTP path → error body style (ERROR_STYLES) for routes that answer another system's errors.
     error_bodies: Mapping[str, str] = field(default_factory=dict)
+    # HTTP path → upstream that speaks WebSocket (plain HTTP/1.1) on it, proxied with the upgrade.
+    websockets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RouteTable:
@@ -158,8 +162,10 @@ class RouteTable:
             if style not in ERROR_STYLES:
                 known = ", ".join(ERROR_STYLES)
                 raise EdgeConfigError(f"{path}: error_bodies.{route!r} is {style!r}; known: {known}")
+        websockets = {str(route): str(upstream) for route, upstream in data.get("websockets", {}).items()}
         return cls(
             services=services,
+            websockets=websockets,
             max_body_bytes=int(http.get("max_body_bytes", 2 * 1024 * 1024)),
             cors_allow_origins=tuple(http.get("cors_allow_origins", ["*"])),
             cors_max_age_s=int(http.get("cors_max_age_s", 86_400)),
@@ -168,7 +174,11 @@ class RouteTable:
 
     @property
     def upstreams(self) -> list[str]:
-        return sorted({upstream for upstream, _ in self.services.values()})
+        return sorted({upstream for upstream, _ in self.services.values()} | set(self.websockets.values()))
+
+    @property
+    def grpc_upstreams(self) -> set[str]:
+        return {upstream for upstream, _ in self.services.values()}
 
 
 @dataclass(frozen=True)
@@ -396,6 +406,23 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
             "typed_per_filter_config": _without_transcoder(),
         }
     ]
+    for path, upstream in sorted(table.websockets.items()):
+        result.append(
+            {
+                # Before the transcoder's routes: proxied as it comes, upgrade included. The buffer
+                # filter would wait for the end of a request that an upgrade never ends.
+                "match": {"path": path},
+                "route": {
+                    "cluster": upstream,
+                    "timeout": "0s",
+                    "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
+                },
+                "typed_per_filter_config": {
+                    **_without_transcoder(),
+                    "envoy.filters.http.buffer": {"@type": BUFFER_PER_ROUTE, "disabled": True},
+                },
+            }
+        )
     if settings.openapi_path:
         result.append(_static_file("/openapi.json", settings.openapi_path, "application/json"))
     if settings.docs_path:
@@ -422,25 +449,19 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
     return result
 
 
-def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
-    return {
+def _cluster(name: str, address: Address, dns: bool, *, grpc: bool = True) -> dict[str, Any]:
+    """A gRPC service's cluster (HTTP/2, its stock gRPC health service), or with ``grpc`` false an
+    HTTP/1.1 one for WebSocket routes, checked on its GET /health."""
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": HTTP_OPTIONS,
-                "explicit_http_config": {
-                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "5s"}}
-                },
-            }
-        },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address.socket()}}]}],
         },
-        # The services' stock gRPC health service: NOT_SERVING takes an endpoint out of rotation.
+        # NOT_SERVING (or a 503) takes an endpoint out of rotation.
         "health_checks": [
             {
                 "timeout": "1s",
@@ -451,9 +472,29 @@ def _cluster(name: str, address: Address, dns: bool) -> dict[str, Any]:
                 "unhealthy_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
-                "grpc_health_check": {},
+                **({"grpc_health_check": {}} if grpc else {"http_health_check": {"path": "/health"}}),
             }
         ],
+    }
+    if not grpc:
+        return cluster
+    return {
+        **cluster,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                        # What a service may send on one stream before Envoy has passed it on
+                        # (Envoy's default is 256 MiB). A live stream whose client reads slowly
+                        # then backs up into the service's bounded per-subscriber queue, which
+                        # drops its oldest messages, instead of into gRPC's unbounded buffers.
+                        "initial_stream_window_size": UPSTREAM_STREAM_WINDOW,
+                    }
+                },
+            }
+        },
         "outlier_detection": {
             "consecutive_gateway_failure": 5,
             "consecutive_5xx": 0,
@@ -486,7 +527,13 @@ def render(
         "@type": TRANSCODER,
         "proto_descriptor": settings.descriptor_path,
         "services": transcoded_services(routes),
-        "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+        "print_options": {
+            "preserve_proto_field_names": True,
+            "always_print_primitive_fields": True,
+            # Server-streaming answers (LiveService.StreamLive) as Server-Sent Events: one
+            # "data: <json>" event per message, which browsers' EventSource reads.
+            "stream_sse_style_delimited": True,
+        },
         "convert_grpc_status": True,
         "ignore_unknown_query_parameters": True,
         "request_validation_options": {"reject_unknown_method": True},
@@ -538,6 +585,8 @@ def render(
         # message, and no route here depends on it (transcoded calls are routed by gRPC method).
         "normalize_path": False,
         "merge_slashes": True,
+        # Off except on the routes that enable it (the table's [websockets]).
+        "upgrade_configs": [{"upgrade_type": "websocket", "enabled": False}],
         "access_log": _access_log(),
         "local_reply_config": _local_reply_config(),
         "http_filters": http_filters,
@@ -573,7 +622,10 @@ def render(
         ],
     }
 
-    clusters = [_cluster(name, settings.upstreams[name], settings.dns_upstreams) for name in table.upstreams]
+    clusters = [
+        _cluster(name, settings.upstreams[name], settings.dns_upstreams, grpc=name in table.grpc_upstreams)
+        for name in table.upstreams
+    ]
     return {
         "node": {"id": "analytics-edge", "cluster": "analytics-edge"},
         "admin": {"address": settings.admin.socket()},

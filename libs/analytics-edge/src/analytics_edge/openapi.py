@@ -43,6 +43,7 @@ _F = descriptor_pb2.FieldDescriptorProto
 DEFAULT_TITLE = "Analytics HTTP API"
 DEFAULT_OUT = Path("build/edge/openapi.json")
 _STATUS = "google.rpc.Status"
+_HTTP_BODY = "google.api.HttpBody"
 _OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 # How the comments say that an operation (or every operation of a service) needs the admin token.
 # "Needs the admin token or a key of that site" is not admin-only: an alternative after it says so.
@@ -544,14 +545,19 @@ class _Operations:
             else self.schemas.message(response)
         )
         ok: Json = {"description": self.index.comments.get(response, "OK")}
-        if response == _HTTP_BODY and not field:
-            # The transcoder sends an HttpBody's data as the body, under its content_type; a
-            # stream of them is one body, each message's data as it comes.
+        if http_method == "head":
+            pass
+        elif response == _HTTP_BODY and not field:
+            # The transcoder sends an HttpBody's data as the body, under its content_type (a bare
+            # number as text/plain, an export as NDJSON or CSV); a stream of them is one body, each
+            # message's data as it comes.
             ok = {"description": "The body as the method describes it (not JSON)."}
             ok["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
-        elif http_method != "head":
-            items = {"type": "array", "items": schema} if method.server_streaming else schema
-            ok["content"] = {"application/json": {"schema": items}}
+        elif method.server_streaming:
+            # The transcoder's stream_sse_style_delimited: one `data: <JSON message>` event each.
+            ok["content"] = {"text/event-stream": {"schema": schema}}
+        else:
+            ok["content"] = {"application/json": {"schema": schema}}
         responses: Json = {"200": ok}
         for status, name, _ in _ERRORS:
             if status != "413" or has_body:

@@ -13,7 +13,8 @@ from analytics_edge import envoy, launcher, openapi
 from analytics_edge.__main__ import main
 
 UPSTREAMS = [
-    f"{name}=127.0.0.1:{port}" for name, port in (("auth", 1), ("ingest", 2), ("query", 3), ("processor", 4))
+    f"{name}=127.0.0.1:{port}"
+    for name, port in (("auth", 1), ("ingest", 2), ("query", 3), ("processor", 4), ("query_ws", 5))
 ]
 
 
@@ -88,6 +89,28 @@ def test_a_service_missing_from_the_route_table_is_refused(tmp_path: Path) -> No
     table.write_text(text[:start] + text[end:])
     with pytest.raises(envoy.EdgeConfigError, match=r"analytics\.v1\.QueryService is not in the route table"):
         _render(tmp_path / "out", table)
+
+
+def test_websocket_paths_are_upgraded_to_their_http1_upstream(tmp_path: Path) -> None:
+    _, config = _render(tmp_path)
+    manager = _connection_manager(config)
+    # Upgrades are off unless a route turns them on.
+    assert manager["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": False}]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    (ws,) = [r for r in routes if r["match"].get("path") == "/ws"]
+    assert ws["route"]["cluster"] == "query_ws"
+    assert ws["route"]["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": True}]
+    assert ws["route"]["timeout"] == "0s"
+    disabled = ws["typed_per_filter_config"]
+    assert disabled["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    assert disabled["envoy.filters.http.buffer"]["disabled"] is True
+    # Before every transcoded route, so nothing else claims the path.
+    assert routes.index(ws) < min(
+        i for i, r in enumerate(routes) if r["match"].get("path", "").startswith("/analytics.")
+    )
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "query_ws"]
+    assert "typed_extension_protocol_options" not in cluster  # HTTP/1.1, not HTTP/2
+    assert cluster["health_checks"][0]["http_health_check"] == {"path": "/health"}
 
 
 def test_an_upstream_without_an_address_is_refused(tmp_path: Path) -> None:

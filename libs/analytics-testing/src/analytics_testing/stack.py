@@ -24,7 +24,9 @@ from analytics.v1 import auth_pb2, auth_pb2_grpc
 from analytics_testing.ports import free_ports
 
 # The upstreams the edge's route table (deploy/envoy/edge.toml) names, as SERVICES names them.
-EDGE_UPSTREAMS = ("auth", "ingest", "query", "processor")
+EDGE_UPSTREAMS = ("auth", "ingest", "query", "processor", "query_ws")
+# Upstreams that are not gRPC services of their own: the query service's WebSocket listener.
+EXTRA_ADDRESSES = ("query_ws",)
 
 SERVICES: tuple[tuple[str, str], ...] = (
     ("auth", "auth_service"),
@@ -259,6 +261,7 @@ class ServiceStack:
                 "ANALYTICS_INGEST_ADDR": self.addresses["ingest"],
                 "ANALYTICS_QUERY_ADDR": self.addresses["query"],
                 "ANALYTICS_PROCESSOR_ADDR": self.addresses["processor"],
+                "ANALYTICS_QUERY_WS_ADDR": self.addresses["query_ws"],
                 "ANALYTICS_LOG_LEVEL": "INFO",
             }
         )
@@ -269,14 +272,15 @@ class ServiceStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Distinct ports, all held at once while the kernel picks them: replicas bind with
         # SO_REUSEPORT, and two services given the same port would silently share it.
+        names = [*(n for n, _ in SERVICES), *EXTRA_ADDRESSES]
         instances = sum(max(1, self.replicas.get(name, 1)) for name, _ in SERVICES)
-        ports = free_ports(len(SERVICES) + 2 + instances)
+        ports = free_ports(len(names) + 2 + instances)
         grpc_ports, (http_port, admin_port), metrics_ports = (
-            ports[: len(SERVICES)],
-            ports[len(SERVICES) : len(SERVICES) + 2],
-            iter(ports[len(SERVICES) + 2 :]),
+            ports[: len(names)],
+            ports[len(names) : len(names) + 2],
+            iter(ports[len(names) + 2 :]),
         )
-        for (name, _), port in zip(SERVICES, grpc_ports, strict=True):
+        for name, port in zip(names, grpc_ports, strict=True):
             self.addresses[name] = f"127.0.0.1:{port}"
         base = self._base_env()
         for name, module in SERVICES:
@@ -306,7 +310,11 @@ class ServiceStack:
             raise
 
     def wait_ready(self, timeout_s: float = 60.0, names: Sequence[str] | None = None) -> None:
-        wanted = {n: a for n, a in self.addresses.items() if names is None or n in names}
+        wanted = {
+            n: a
+            for n, a in self.addresses.items()
+            if (names is None or n in names) and n not in EXTRA_ADDRESSES
+        }
         http = self.http_url if self.with_edge and (names is None or "edge" in names) else None
         try:
             wait_until_ready(wanted, http, timeout_s=timeout_s, check=lambda: self._running(names))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from analytics.v1 import event_api_pb2_grpc, ingest_pb2_grpc
+import grpc
+
+from analytics.v1 import event_api_pb2_grpc, ingest_pb2_grpc, live_pb2_grpc
 from analytics_bus import connect, ensure_stream
 from analytics_bus.health import BusHealth
 from analytics_bus.revocations import follow_revocations
@@ -17,6 +19,7 @@ from ingest_service.identity import IdentitySecretCache
 from ingest_service.publisher import GroupCommitPublisher
 from ingest_service.ratelimit import RateLimiter
 from ingest_service.salts import SaltCache
+from ingest_service.seed import SeedEventServicer
 from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings
 
@@ -65,6 +68,12 @@ async def serve(settings: Settings) -> None:
         EventApiServicer(servicer, auth),
         "analytics.v1.EventApiService",
     )
+    query = grpc.aio.insecure_channel(settings.query_addr)
+    server.add(
+        live_pb2_grpc.add_SeedEventServiceServicer_to_server,
+        SeedEventServicer(servicer, auth, query),
+        "analytics.v1.SeedEventService",
+    )
     server.install_signal_handlers()
     useragent.prepare()
     try:
@@ -77,6 +86,7 @@ async def serve(settings: Settings) -> None:
         await publisher.close()
     finally:
         await bus.close()
+        await query.close()
         await auth.close()
         with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
             await nc.drain()

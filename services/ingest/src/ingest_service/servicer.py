@@ -188,8 +188,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def accept(
         self, context: Context, events: list[events_pb2.Event], prefix: Callable[[int], str]
     ) -> list[bus_pb2.EnrichedEvent]:
-        """Takes events for another front door (event_api): validated fields are named
-        ``prefix(index) + field``; answered once they are durably queued."""
+        """Validates, enriches and durably queues events: what every ingest route does."""
         return await self._accept(context, events, prefix)
 
     async def _accept(

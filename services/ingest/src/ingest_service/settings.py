@@ -12,6 +12,7 @@ from analytics_config import Env, SettingsError
 from analytics_config.names import (
     INTERNAL_TOKEN,
     NATS_URL,
+    QUERY_ADDR,
 )
 from ingest_service.validation import Limits
 
@@ -35,6 +36,8 @@ class Settings:
     grpc_reuse_port: bool
     nats_url: str
     auth_addr: str
+    # The query service, for the figures seed 000's POST /api/events answers with.
+    query_addr: str
     auth_cache_ttl_s: float
     publish_timeout_s: float
     bus_probe_interval_s: float
@@ -59,6 +62,7 @@ class Settings:
             grpc_reuse_port=env.grpc_reuse_port(),
             nats_url=env.str(NATS_URL),
             auth_addr=env.auth_addr(),
+            query_addr=env.address(QUERY_ADDR, "query:50051"),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             publish_timeout_s=env.float(PUBLISH_TIMEOUT_S, 5.0, minimum=0.1, maximum=60),
             bus_probe_interval_s=env.float(BUS_PROBE_INTERVAL_S, 1.0, minimum=0.05, maximum=60),

@@ -183,8 +183,9 @@ class Consumer:
     async def _store(self, in_hand: list[_InHand]) -> None:
         if not in_hand:
             return
+        rows = [row for item in in_hand for row in item.rows]
         try:
-            result = await self._write([row for item in in_hand for row in item.rows])
+            result = await self._write(rows)
         except _REJECTED as error:
             if len(in_hand) == 1:
                 await self._dead_letter(in_hand[0].message, Reason.REJECTED, _first_line(error))
@@ -201,14 +202,13 @@ class Consumer:
         await self._ack([item.message for item in in_hand])
         self.stored += result.inserted
         self.transactions += 1
-        rows = sum(len(item.rows) for item in in_hand)
         metrics.BATCHES.inc()
         metrics.MESSAGES.inc(len(in_hand))
         metrics.ROWS_INSERTED.inc(result.inserted)
-        metrics.DUPLICATES_SKIPPED.inc(rows - result.inserted)
+        metrics.DUPLICATES_SKIPPED.inc(len(rows) - result.inserted)
         log.debug("batch stored", messages=len(in_hand), inserted=result.inserted, sessions=result.sessions)
         if self._live is not None:
-            await self._live.publish(result.sites)
+            await self._live.publish(result.sites, rows)
 
     async def _ack(self, messages: list[Msg]) -> None:
         """Acks every message, then one round trip confirms the server has read them.

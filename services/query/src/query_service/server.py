@@ -16,6 +16,7 @@ from analytics_db import applied_version, create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
 from query_service import relations
+from query_service.live.runtime import LiveRuntime
 from query_service.people import PeopleServicer
 from query_service.product.definitions import SCHEMA as DEFINITIONS_SCHEMA
 from query_service.product.definitions import delete_site_definitions
@@ -41,7 +42,12 @@ async def serve(settings: Settings) -> None:
     pool = create_pool(settings.database_url, name="query", max_size=10)
     auth = AuthClient(settings.auth_addr, ttl_s=settings.auth_cache_ttl_s)
     await follow_revocations(nc, auth.revoke)
-    server = GrpcServer("query", settings.grpc_listen, metrics_listen=settings.metrics_listen)
+    server = GrpcServer(
+        "query",
+        settings.grpc_listen,
+        reuse_port=settings.grpc_reuse_port,
+        metrics_listen=settings.metrics_listen,
+    )
     health = DatabaseHealth(settings.database_url, server.set_not_serving, server.set_serving)
     snapshots = Snapshots(pool, health, settings.statement_timeout_ms)
     server.add(
@@ -59,8 +65,11 @@ async def serve(settings: Settings) -> None:
         PeopleServicer(snapshots, auth),
         "analytics.v1.PeopleService",
     )
+    live = LiveRuntime(settings, nc, snapshots, auth)
+    live.add_to(server)
     server.install_signal_handlers()
     await server.start()
+    await live.listen()
     watcher: asyncio.Task[None] | None = None
     deletions: asyncio.Task[None] | None = None
     try:
@@ -72,6 +81,7 @@ async def serve(settings: Settings) -> None:
             stop.cancel()
             ready.result()
             await server.set_serving()
+            live.serve()
             watcher = asyncio.create_task(health.watch())
             # A deleted site's goals and funnels go when auth announces the deletion.
             deletions = asyncio.create_task(
@@ -85,8 +95,10 @@ async def serve(settings: Settings) -> None:
             ready.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ready
+        await live.end_streams()
         await server.stop()
     finally:
+        await live.close()
         for task in (watcher, deletions):
             if task is not None:
                 task.cancel()

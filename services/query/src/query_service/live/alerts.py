@@ -1,0 +1,259 @@
+"""Traffic-spike alerts: evaluated once per site across query replicas, delivered on the live
+streams and dashboards, logged, counted, and POSTed to a site's webhook in the background.
+
+Every replica runs the evaluator; the one holding a PostgreSQL advisory lock (on a connection of
+its own, so a replica that dies hands it on) evaluates every site with traffic in the last minute,
+the others wait for the lock. An alert is published once, on the site's live subject with the
+header ``Analytics-Kind: alert``, so every replica's subscribers of the site receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import psycopg
+import structlog
+from google.protobuf import json_format
+from nats.aio.client import Client
+from psycopg import sql
+
+from analytics.v1 import live_pb2
+from analytics_bus import live_subject
+from query_service import relations
+
+log = structlog.get_logger("analytics.query")
+
+KIND_HEADER = "Analytics-Kind"
+ALERT_KIND = "alert"
+# pg_advisory_lock key of the alert evaluator (an arbitrary constant: "alerts" in ASCII).
+LOCK_KEY = 0x616C65727473
+MINUTE = timedelta(minutes=1)
+TRAILING = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """Per-site spike rule; the defaults come from configuration."""
+
+    # Alert when a minute has at least this many distinct visitors (seed 000's ALERT_THRESHOLD).
+    visitors_per_minute: int = 10
+    # …or this many times the trailing hour's events per minute (0: off)…
+    spike_factor: float = 3.0
+    # …when the minute has at least this many events (a quiet site's first events are no spike).
+    min_events: int = 20
+    # The same site alerts again only after this long.
+    cooldown: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class SiteMinute:
+    site_id: str
+    events: int
+    visitors: int
+    trailing_events: int
+
+    @property
+    def trailing_rate(self) -> float:
+        """Events per minute over the hour before the last minute."""
+        return self.trailing_events / (TRAILING / MINUTE)
+
+
+def crossed(rule: AlertRule, minute: SiteMinute) -> live_pb2.LiveAlert | None:
+    """The alert the site's last minute raises under the rule, if any."""
+    if minute.visitors >= rule.visitors_per_minute:
+        return live_pb2.LiveAlert(
+            level="warning",
+            message="High visitor activity detected!",
+            metric="visitors_per_minute",
+            value=minute.visitors,
+            threshold=rule.visitors_per_minute,
+        )
+    spike = rule.spike_factor * minute.trailing_rate
+    if (
+        rule.spike_factor > 0
+        and minute.events >= rule.min_events
+        and minute.trailing_events
+        and minute.events > spike
+    ):
+        return live_pb2.LiveAlert(
+            level="warning",
+            message=(
+                f"Traffic spike: {minute.events} events in the last minute, "
+                f"over {rule.spike_factor:g}x the last hour's rate"
+            ),
+            metric="events_per_minute",
+            value=minute.events,
+            threshold=spike,
+        )
+    return None
+
+
+_MINUTES = sql.SQL("""
+SELECT site_id::text,
+       count(*) FILTER (WHERE time > %(minute)s),
+       count(DISTINCT visitor_id) FILTER (WHERE time > %(minute)s AND visitor_id <> 0),
+       count(*) FILTER (WHERE time <= %(minute)s)
+FROM {events}
+WHERE time > %(start)s AND time <= %(now)s AND NOT is_bot
+  AND site_id IN (SELECT DISTINCT site_id FROM {events} WHERE time > %(minute)s AND time <= %(now)s)
+GROUP BY site_id
+""").format(events=relations.EVENTS)
+
+
+async def site_minutes(conn: psycopg.AsyncConnection[Any], now: datetime) -> list[SiteMinute]:
+    """Each site with events in the minute before ``now``: that minute and the hour before it."""
+    cur = await conn.execute(_MINUTES, {"now": now, "minute": now - MINUTE, "start": now - MINUTE - TRAILING})
+    return [SiteMinute(site, int(e), int(v), int(t)) for site, e, v, t in await cur.fetchall()]
+
+
+class Webhooks:
+    """POSTs alerts as JSON, retried with exponential backoff, in background tasks (bounded)."""
+
+    def __init__(
+        self, urls: Mapping[str, str], *, attempts: int = 5, backoff_s: float = 1.0, max_pending: int = 100
+    ) -> None:
+        self._urls = dict(urls)
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._max_pending = max_pending
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self.delivered = 0
+        self.failed = 0
+
+    def send(self, site_id: str, alert: live_pb2.LiveAlert) -> None:
+        url = self._urls.get(site_id)
+        if url is None:
+            return
+        if len(self._tasks) >= self._max_pending:
+            self.failed += 1
+            log.warning("alert webhook skipped: too many deliveries pending", site_id=site_id)
+            return
+        body = {"site_id": site_id, **json_format.MessageToDict(alert, preserving_proto_field_name=True)}
+        task = asyncio.create_task(self._deliver(site_id, url, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, site_id: str, url: str, body: dict[str, Any]) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        for attempt in range(1, self._attempts + 1):
+            try:
+                async with self._session.post(url, json=body) as response:
+                    if response.status < 300:
+                        self.delivered += 1
+                        return
+                    reason = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                reason = type(error).__name__
+            # The URL is the site's secret as much as its address: never logged.
+            log.warning("alert webhook failed", site_id=site_id, attempt=attempt, reason=reason)
+            if attempt < self._attempts:
+                await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
+        self.failed += 1
+
+    async def flush(self) -> None:
+        """Waits for the deliveries under way (tests, shutdown of a caller that wants them)."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+class AlertEvaluator:
+    def __init__(
+        self,
+        conninfo: str,
+        nc: Client,
+        rule: AlertRule,
+        webhooks: Webhooks,
+        *,
+        interval_s: float = 60.0,
+    ) -> None:
+        self._conninfo = conninfo
+        self._nc = nc
+        self._rule = rule
+        self._webhooks = webhooks
+        self._interval_s = interval_s
+        self._last: dict[str, datetime] = {}
+        self.raised = 0
+
+    async def evaluate(
+        self, conn: psycopg.AsyncConnection[Any], now: datetime
+    ) -> list[tuple[str, live_pb2.LiveAlert]]:
+        """One round over every site with traffic; publishes and returns the alerts raised."""
+        raised: list[tuple[str, live_pb2.LiveAlert]] = []
+        for minute in await site_minutes(conn, now):
+            alert = crossed(self._rule, minute)
+            last = self._last.get(minute.site_id)
+            if alert is None or (last is not None and now - last < self._rule.cooldown):
+                continue
+            self._last[minute.site_id] = now
+            alert.at.FromDatetime(now)
+            self.raised += 1
+            log.warning(
+                "traffic alert",
+                site_id=minute.site_id,
+                metric=alert.metric,
+                value=alert.value,
+                threshold=alert.threshold,
+                alerts=self.raised,
+            )
+            await self._nc.publish(
+                live_subject(minute.site_id), alert.SerializeToString(), headers={KIND_HEADER: ALERT_KIND}
+            )
+            self._webhooks.send(minute.site_id, alert)
+            raised.append((minute.site_id, alert))
+        return raised
+
+    async def run(self) -> None:
+        """For the service's life: take the lock (waiting while another replica holds it), then
+        evaluate at every interval while holding it; a lost connection starts over."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    while True:
+                        if await self._locked(conn):
+                            break
+                        await asyncio.sleep(self._interval_s)
+                    log.info("evaluating traffic alerts for every site on this replica")
+                    while True:
+                        await self.evaluate(conn, datetime.now(UTC))
+                        await asyncio.sleep(self._interval_s)
+            except (psycopg.Error, OSError) as error:
+                log.warning("alert evaluation interrupted", error=str(error) or type(error).__name__)
+                await asyncio.sleep(self._interval_s)
+
+    @staticmethod
+    async def _locked(conn: psycopg.AsyncConnection[Any]) -> bool:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+
+def parse_webhooks(entries: tuple[str, ...]) -> dict[str, str]:
+    """``site_id=url`` entries (ANALYTICS_ALERT_WEBHOOKS) as a mapping; raises ValueError."""
+    urls: dict[str, str] = {}
+    for entry in entries:
+        site_id, sep, url = entry.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"expected site_id=http(s)://…, got an entry for {site_id.strip()!r}")
+        urls[site_id.strip()] = url.strip()
+    return urls
+
+
+async def stop(task: asyncio.Task[None], webhooks: Webhooks) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await webhooks.close()

@@ -1,0 +1,150 @@
+"""Traffic alerts on a real database and NATS: the rule's two triggers and its cooldown, the
+alert published once on the site's live subject and handed to the hub's subscribers, one
+evaluator at a time across replicas (the advisory lock), and webhooks retried until accepted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp import web
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from analytics.v1 import live_pb2
+from analytics_bus import connect, live_subject
+from query_service.live import alerts
+from query_service.live.hub import LiveHub
+from query_service.reference import EventRow
+
+from .conftest import QueryStack
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await connect(nats_url, "alerts-test")
+    yield client
+    await client.drain()
+
+
+def rows(visitors: int, *, seconds_ago: int, per_visitor: int = 1, start: int = 0) -> list[EventRow]:
+    return [
+        EventRow(
+            time=NOW - timedelta(seconds=seconds_ago, milliseconds=i),
+            event_id=uuid.uuid4(),
+            visitor_id=start + v + 1,
+        )
+        for v in range(visitors)
+        for i in range(per_visitor)
+    ]
+
+
+async def no_summary(site_id: str) -> live_pb2.LiveSummary:
+    return live_pb2.LiveSummary()
+
+
+async def test_a_busy_minute_alerts_once_and_reaches_subscribers(
+    query_stack: QueryStack, nc: Client, database_url: str
+) -> None:
+    busy, spiking, quiet = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    # 12 visitors in the last minute: over the visitor threshold of 10.
+    await query_stack.write(busy, rows(12, seconds_ago=30))
+    # 25 events of 2 visitors in the last minute after 60 in the hour before (1 a minute): a spike.
+    await query_stack.write(
+        spiking, rows(2, seconds_ago=20, per_visitor=12) + rows(1, seconds_ago=20, start=5)
+    )
+    await query_stack.write(spiking, rows(3, seconds_ago=1800, per_visitor=20, start=10))
+    # 25 events of 2 visitors after 3000 in the hour before: busy, but no spike.
+    await query_stack.write(quiet, rows(2, seconds_ago=20, per_visitor=12) + rows(1, seconds_ago=20, start=5))
+    await query_stack.write(quiet, rows(30, seconds_ago=1800, per_visitor=100, start=10))
+
+    hub = LiveHub(nc, no_summary, queue_size=10, summary_interval_s=3600)
+    published: list[Msg] = []
+
+    async def collect(msg: Msg) -> None:
+        published.append(msg)
+
+    taps = [await nc.subscribe(live_subject(site), cb=collect) for site in (busy, spiking, quiet)]
+    webhooks = alerts.Webhooks({})
+    evaluator = alerts.AlertEvaluator(database_url, nc, alerts.AlertRule(), webhooks)
+    async with hub.subscribe(busy) as watcher, await psycopg.AsyncConnection.connect(database_url) as conn:
+        await watcher.next(5)  # the summary
+        raised = await evaluator.evaluate(conn, NOW)
+        assert {site: alert.metric for site, alert in raised} == {
+            busy: "visitors_per_minute",
+            spiking: "events_per_minute",
+        }
+        by_site = dict(raised)
+        assert (by_site[busy].value, by_site[busy].threshold) == (12, 10)
+        assert (by_site[spiking].value, by_site[spiking].threshold) == (25, 3.0)
+        message = await watcher.next(5)
+        assert message is not None and message.alert.metric == "visitors_per_minute"
+        # Within the cooldown the same traffic raises nothing.
+        assert await evaluator.evaluate(conn, NOW + timedelta(seconds=1)) == []
+    await nc.flush()
+    for tap in taps:
+        await tap.unsubscribe()
+    assert sorted(m.subject for m in published) == sorted([live_subject(busy), live_subject(spiking)])
+    assert all(m.headers == {alerts.KIND_HEADER: alerts.ALERT_KIND} for m in published)
+    assert evaluator.raised == 2
+
+
+async def test_one_replica_evaluates_until_its_connection_ends(database_url: str) -> None:
+    first = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    second = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    async with second:
+        async with first:
+            assert await alerts.AlertEvaluator._locked(first)
+            assert not await alerts.AlertEvaluator._locked(second)
+        # The holder's connection closed (its replica died): the lock passes on.
+        assert await alerts.AlertEvaluator._locked(second)
+
+
+async def test_webhooks_are_retried_with_backoff_until_accepted() -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=503 if len(received) < 3 else 204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    site_id = str(uuid.uuid4())
+    webhooks = alerts.Webhooks({site_id: f"http://127.0.0.1:{port}/hook"}, attempts=4, backoff_s=0.01)
+    try:
+        alert = live_pb2.LiveAlert(
+            level="warning",
+            message="High visitor activity detected!",
+            metric="visitors_per_minute",
+            value=12,
+            threshold=10,
+        )
+        webhooks.send(site_id, alert)
+        webhooks.send(str(uuid.uuid4()), alert)  # a site without a webhook: nothing is sent
+        await webhooks.flush()
+    finally:
+        await webhooks.close()
+        await runner.cleanup()
+    assert len(received) == 3
+    assert received[-1] == {
+        "site_id": site_id,
+        "level": "warning",
+        "message": "High visitor activity detected!",
+        "metric": "visitors_per_minute",
+        "value": 12.0,
+        "threshold": 10.0,
+    }
+    assert (webhooks.delivered, webhooks.failed) == (1, 0)
