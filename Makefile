@@ -56,7 +56,8 @@ requirements: ## Re-pin requirements/*.txt from requirements/*.in
 .PHONY: k8s-render
 k8s-render: $(STAMPS)/python $(DESCRIPTOR) ## Render Envoy's files for deploy/k8s from the descriptor set and the route table
 	@$(PY) -m analytics_edge envoy --dir $(K8S_EDGE) --listen 0.0.0.0:8080 --admin 0.0.0.0:9901 \
-	  --dns-upstreams --upstream-port 50051 --files-at /etc/envoy
+	  --dns-upstreams --upstream-port 50051 --files-at /etc/envoy \
+	  --upstream query_ws=query:50052
 
 .PHONY: k8s-lint
 k8s-lint: k8s-render $(STAMPS)/k8s-tools ## Build every deploy/k8s overlay and check it offline (schemas, checkov, yamllint, Envoy)

@@ -218,7 +218,8 @@ def test_envoys_clusters_are_the_services_dns_names_and_grpc_ports(objects: list
     config = json.loads(files[config_path.removeprefix(mount_path + "/")])
     services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     clusters = config["static_resources"]["clusters"]
-    assert sorted(c["name"] for c in clusters) == RouteTable.load(DEFAULT_TABLE).upstreams
+    table = RouteTable.load(DEFAULT_TABLE)
+    assert sorted(c["name"] for c in clusters) == table.upstreams
     for cluster in clusters:
         # Resolved to every pod (headless Service), balanced by Envoy per endpoint.
         assert cluster["type"] == "STRICT_DNS"
@@ -227,7 +228,9 @@ def test_envoys_clusters_are_the_services_dns_names_and_grpc_ports(objects: list
         service = services[address["address"]]
         assert service["spec"].get("clusterIP") == "None", service["metadata"]["name"]
         ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-        assert ports["grpc"] == address["port_value"], cluster["name"]
+        # gRPC upstreams on the Service's grpc port; WebSocket ones ([websockets]) on its ws port.
+        port = "grpc" if cluster["name"] in table.grpc_upstreams else "ws"
+        assert ports[port] == address["port_value"], cluster["name"]
     # Every file the configuration names is in the mount, and the listener is the container's port.
     for path in re.findall(rf'"({re.escape(mount_path)}/[^"]+)"', json.dumps(config)):
         assert path.removeprefix(mount_path + "/") in files, path

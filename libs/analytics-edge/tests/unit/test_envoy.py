@@ -181,7 +181,10 @@ def test_a_rendering_for_kubernetes_resolves_services_and_reads_its_files_where_
     tmp_path: Path,
 ) -> None:
     upstreams = [f"--upstream={n}={n}.analytics.svc.cluster.local:50051" for n in ("auth", "ingest", "query")]
-    argv = ["envoy", "--dir", str(tmp_path), *upstreams, "--upstream=processor=processor:50051"]
+    argv = [
+        *("envoy", "--dir", str(tmp_path), *upstreams),
+        *("--upstream=processor=processor:50051", "--upstream=query_ws=query:50052"),
+    ]
     assert main([*argv, "--dns-upstreams", "--files-at", "/etc/envoy"]) == 0
     config = json.loads((tmp_path / launcher.CONFIG_NAME).read_text())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}

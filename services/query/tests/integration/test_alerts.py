@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
 from analytics.v1 import live_pb2
 from analytics_bus import connect, live_subject
@@ -75,6 +76,7 @@ async def test_a_busy_minute_alerts_once_and_reaches_subscribers(
     taps = [await nc.subscribe(live_subject(site), cb=collect) for site in (busy, spiking, quiet)]
     webhooks = alerts.Webhooks({})
     evaluator = alerts.AlertEvaluator(database_url, nc, alerts.AlertRule(), webhooks)
+    alerts_before = REGISTRY.get_sample_value("analytics_live_alerts_total") or 0.0
     async with hub.subscribe(busy) as watcher, await psycopg.AsyncConnection.connect(database_url) as conn:
         await watcher.next(5)  # the summary
         raised = await evaluator.evaluate(conn, NOW)
@@ -95,6 +97,7 @@ async def test_a_busy_minute_alerts_once_and_reaches_subscribers(
     assert sorted(m.subject for m in published) == sorted([live_subject(busy), live_subject(spiking)])
     assert all(m.headers == {alerts.KIND_HEADER: alerts.ALERT_KIND} for m in published)
     assert evaluator.raised == 2
+    assert REGISTRY.get_sample_value("analytics_live_alerts_total") == alerts_before + 2
 
 
 async def test_one_replica_evaluates_until_its_connection_ends(database_url: str) -> None:
@@ -124,6 +127,9 @@ async def test_webhooks_are_retried_with_backoff_until_accepted() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     site_id = str(uuid.uuid4())
     webhooks = alerts.Webhooks({site_id: f"http://127.0.0.1:{port}/hook"}, attempts=4, backoff_s=0.01)
+    delivered_before = REGISTRY.get_sample_value(
+        "analytics_live_webhook_deliveries_total", {"outcome": "delivered"}
+    )
     try:
         alert = live_pb2.LiveAlert(
             level="warning",
@@ -148,3 +154,5 @@ async def test_webhooks_are_retried_with_backoff_until_accepted() -> None:
         "threshold": 10.0,
     }
     assert (webhooks.delivered, webhooks.failed) == (1, 0)
+    delivered = REGISTRY.get_sample_value("analytics_live_webhook_deliveries_total", {"outcome": "delivered"})
+    assert delivered == (delivered_before or 0.0) + 1

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from analytics.v1 import bus_pb2, live_pb2
 from analytics_bus import connect, live_subject
@@ -35,6 +36,11 @@ def update(site_id: str, *pages: str, country: str = "DE") -> bytes:
         live_pb2.LiveEvent(page=page, country=country, name="pageview") for page in pages
     )
     return message.SerializeToString()
+
+
+def sample(name: str) -> float:
+    value = REGISTRY.get_sample_value(name)
+    return 0.0 if value is None else value
 
 
 async def events_of(subscriber: Subscriber, count: int) -> list[live_pb2.StreamLiveResponse]:
@@ -78,7 +84,10 @@ async def test_one_subscription_per_site_feeds_every_subscriber(nc: Client) -> N
 async def test_a_slow_subscriber_loses_its_oldest_messages_only(nc: Client) -> None:
     hub = LiveHub(nc, no_summary, queue_size=3, summary_interval_s=3600)
     site = str(uuid.uuid4())
+    dropped_before = sample("analytics_live_dropped_events_total")
+    subscribers_before = sample("analytics_live_subscribers")
     async with hub.subscribe(site) as fast, hub.subscribe(site) as slow:
+        assert sample("analytics_live_subscribers") == subscribers_before + 2
         await fast.next(10)  # the summary
         received: list[live_pb2.StreamLiveResponse] = []
         for index in range(10):
@@ -96,6 +105,9 @@ async def test_a_slow_subscriber_loses_its_oldest_messages_only(nc: Client) -> N
         assert hub.total_dropped_events == 14  # counted while the subscriber is still open
     assert hub.sites == 0
     assert hub.dropped_events == 14
+    # The same figures on /metrics: the summary (no events) weighs nothing, each update two events.
+    assert sample("analytics_live_dropped_events_total") == dropped_before + 14
+    assert sample("analytics_live_subscribers") == subscribers_before
 
 
 async def test_queues_are_bounded_in_events_too(nc: Client) -> None:

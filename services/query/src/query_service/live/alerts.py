@@ -26,6 +26,7 @@ from psycopg import sql
 from analytics.v1 import live_pb2
 from analytics_bus import live_subject
 from query_service import relations
+from query_service.live import metrics
 
 log = structlog.get_logger("analytics.query")
 
@@ -133,6 +134,7 @@ class Webhooks:
             return
         if len(self._tasks) >= self._max_pending:
             self.failed += 1
+            metrics.WEBHOOKS.labels("failed").inc()
             log.warning("alert webhook skipped: too many deliveries pending", site_id=site_id)
             return
         body = {"site_id": site_id, **json_format.MessageToDict(alert, preserving_proto_field_name=True)}
@@ -148,6 +150,7 @@ class Webhooks:
                 async with self._session.post(url, json=body) as response:
                     if response.status < 300:
                         self.delivered += 1
+                        metrics.WEBHOOKS.labels("delivered").inc()
                         return
                     reason = f"HTTP {response.status}"
             except (aiohttp.ClientError, TimeoutError) as error:
@@ -157,6 +160,7 @@ class Webhooks:
             if attempt < self._attempts:
                 await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
         self.failed += 1
+        metrics.WEBHOOKS.labels("failed").inc()
 
     async def flush(self) -> None:
         """Waits for the deliveries under way (tests, shutdown of a caller that wants them)."""
@@ -201,6 +205,7 @@ class AlertEvaluator:
             self._last[minute.site_id] = now
             alert.at.FromDatetime(now)
             self.raised += 1
+            metrics.ALERTS.inc()
             log.warning(
                 "traffic alert",
                 site_id=minute.site_id,

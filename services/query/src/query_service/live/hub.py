@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 
 from analytics.v1 import bus_pb2, live_pb2
 from analytics_bus import live_subject
+from query_service.live import metrics
 from query_service.live.alerts import ALERT_KIND, KIND_HEADER
 
 log = structlog.get_logger("analytics.query")
@@ -76,6 +77,7 @@ class Subscriber:
             lost = self._queue.popleft()
             self.dropped_messages += 1
             self.dropped_events += _weight(lost)
+            metrics.DROPPED_EVENTS.inc(_weight(lost))
             self._queued_events -= _weight(lost)
         self._queue.append(item)
         self._queued_events += weight
@@ -161,12 +163,14 @@ class LiveHub:
                 task = asyncio.create_task(self._summaries(site_id), name=f"live-summary-{site_id}")
                 site = self._sites[site_id] = _Site(subscription, task)
             site.subscribers.add(subscriber)
+            metrics.SUBSCRIBERS.inc()
             summary = site.summary
         if summary is not None:
             subscriber.offer(live_pb2.StreamLiveResponse(summary=summary))
         try:
             yield subscriber
         finally:
+            metrics.SUBSCRIBERS.dec()
             self.dropped_events += subscriber.dropped_events
             async with self._lock:
                 site = self._sites.get(site_id)
