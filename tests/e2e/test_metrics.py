@@ -105,6 +105,13 @@ async def test_every_endpoint_counts_the_traffic_it_served(
         key,
     )
     assert status == 200, body
+    status, body = await post(
+        http,
+        f"/v1/sites/{site['site_id']}/funnels:query",
+        {"steps": [{"event_name": "pageview"}, {"event_name": "signup"}], "date_range": {"period": "day"}},
+        key,
+    )
+    assert status == 200, body
 
     # The processor works asynchronously: wait (bounded) until it has stored the four new events and
     # skipped at least one copy.
@@ -157,6 +164,7 @@ async def test_every_endpoint_counts_the_traffic_it_served(
     query_before, query = before["query"], after["query"]
     assert moved(query_before, query, "analytics_query_report_seconds_count", report="daily_stats") == 1
     assert moved(query_before, query, "analytics_query_report_seconds_count", report="aggregate") == 1
+    assert moved(query_before, query, "analytics_query_report_seconds_count", report="funnel") == 1
     assert (
         moved(
             query_before,

@@ -18,6 +18,7 @@ from analytics.v1 import people_pb2, people_pb2_grpc, query_pb2
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError
 from analytics_grpc.metadata import Context
+from analytics_observability.metrics import observe_report
 from query_service import event_reports
 from query_service.reports import export, flows, sessions, stats
 from query_service.reports.timeline import timeline
@@ -124,7 +125,8 @@ class PeopleServicer(people_pb2_grpc.PeopleServiceServicer):
                 limit=limit,
                 offset=offset,
             )
-            found = await sessions.list_sessions(conn, query)
+            with observe_report("sessions"):
+                found = await sessions.list_sessions(conn, query)
         return people_pb2.ListSessionsResponse(
             sessions=[_session(row) for row in found.sessions],
             total=found.total,
@@ -242,9 +244,10 @@ class PeopleServicer(people_pb2_grpc.PeopleServiceServicer):
             query = await select(
                 conn, site_id, access.site.timezone, request.date_range, list(request.filters)
             )
-            found = await flows.page_flows(
-                conn, query, request.page, cast(flows.Direction, direction), steps=steps, limit=limit
-            )
+            with observe_report("page_flows"):
+                found = await flows.page_flows(
+                    conn, query, request.page, cast(flows.Direction, direction), steps=steps, limit=limit
+                )
         return people_pb2.GetPageFlowsResponse(
             page=request.page,
             direction=direction,

@@ -12,6 +12,7 @@ from analytics.v1 import auth_pb2, product_pb2, product_pb2_grpc, query_pb2
 from analytics_grpc.auth_client import AuthClient, SiteAccess, SiteInfo
 from analytics_grpc.errors import ServiceError
 from analytics_grpc.metadata import Context
+from analytics_observability.metrics import observe_report
 from query_service.event_reports import rfc3339_range, seed_range
 from query_service.product import analysis, definitions, funnels, retention
 from query_service.request import authorize_site, parse_site_uuid, shown
@@ -198,7 +199,8 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             else:
                 steps, window = ad_hoc
             query = await self._analysis(conn, site, typed, names)
-            answer = await funnels.funnel(conn, query, steps, window)
+            with observe_report("funnel"):
+                answer = await funnels.funnel(conn, query, steps, window)
         start, end = rfc3339_range(query)
         return product_pb2.FunnelReport(
             site_id=site.site_id,
@@ -265,14 +267,15 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         period, periods, cohort_event, return_event = settings
         async with self._snapshots.snapshot(context.time_remaining()) as conn:
             query = await self._analysis(conn, site, typed, names)
-            cohorts = await retention.retention(
-                conn,
-                query,
-                period=period,
-                periods=periods,
-                cohort_event=cohort_event,
-                return_event=return_event,
-            )
+            with observe_report("retention"):
+                cohorts = await retention.retention(
+                    conn,
+                    query,
+                    period=period,
+                    periods=periods,
+                    cohort_event=cohort_event,
+                    return_event=return_event,
+                )
         start, end = rfc3339_range(query)
         return product_pb2.RetentionReport(
             site_id=site.site_id,

@@ -156,6 +156,19 @@ def _events_from(plan: _Plan, query: StatsQuery, *, goal_join: bool = False) -> 
     return sql.Composed(parts), scope
 
 
+def an_event_passes(query: StatsQuery, head: str | None, params: Params) -> sql.Composed:
+    """`` AND EXISTS …``: the visit (alias s) has an event in the range that passes the query's
+    filter (head: the alias of its first event, when joined)."""
+    assert query.filter is not None
+    inner = Scope(event="e", session="s", head=head, goals=query.goals)
+    return sql.SQL(
+        " AND EXISTS (SELECT 1 FROM {} e"
+        " WHERE e.site_id = s.site_id AND e.visitor_id = s.visitor_id"
+        " AND e.time >= s.started_at AND e.time <= s.ended_at AND e.time < %(end)s"
+        " AND NOT e.is_bot AND {})"
+    ).format(relations.EVENTS, compile_filter(query.filter, inner, params))
+
+
 def _visits_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]:
     """FROM … WHERE of the counted visits: starting in the range and matching the filter."""
     parts: list[sql.Composable] = [sql.SQL("FROM {} s").format(relations.SESSIONS)]
@@ -167,15 +180,7 @@ def _visits_from(plan: _Plan, query: StatsQuery) -> tuple[sql.Composable, Scope]
     )
     if query.filter is not None:
         if plan.filter_on_events:
-            inner = Scope(event="e", session="s", head=scope.head, goals=query.goals)
-            parts.append(
-                sql.SQL(
-                    " AND EXISTS (SELECT 1 FROM {} e"
-                    " WHERE e.site_id = s.site_id AND e.visitor_id = s.visitor_id"
-                    " AND e.time >= s.started_at AND e.time <= s.ended_at AND e.time < %(end)s"
-                    " AND NOT e.is_bot AND {})"
-                ).format(relations.EVENTS, compile_filter(query.filter, inner, plan.params))
-            )
+            parts.append(an_event_passes(query, scope.head, plan.params))
         else:
             parts.append(sql.SQL(" AND {}").format(compile_filter(query.filter, scope, plan.params)))
     return sql.Composed(parts), scope

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from query_service import relations
 from query_service.filters import Params, Scope, compile_filter, uses
+from query_service.reports import stats
 from query_service.spec import StatsQuery, is_event_dimension
 
 # Aliases: the visit (s) and its first event (h), which holds the visit's user_id and the head
@@ -26,15 +27,7 @@ def visits_from(query: StatsQuery, params: Params) -> sql.Composed:
     ]
     if query.filter is not None:
         if any(is_event_dimension(d) for d in uses(query.filter)):
-            inner = Scope(event="e", session="s", head="h")
-            parts.append(
-                sql.SQL(
-                    " AND EXISTS (SELECT 1 FROM {} e"
-                    " WHERE e.site_id = s.site_id AND e.visitor_id = s.visitor_id"
-                    " AND e.time >= s.started_at AND e.time <= s.ended_at AND e.time < %(end)s"
-                    " AND NOT e.is_bot AND {})"
-                ).format(relations.EVENTS, compile_filter(query.filter, inner, params))
-            )
+            parts.append(stats.an_event_passes(query, "h", params))
         else:
             parts.append(sql.SQL(" AND {}").format(compile_filter(query.filter, SCOPE, params)))
     return sql.Composed(parts)
