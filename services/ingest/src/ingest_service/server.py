@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import grpc
+import structlog
 
 from analytics.v1 import event_api_pb2_grpc, ingest_pb2_grpc, live_pb2_grpc
 from analytics_bus import connect, ensure_stream
@@ -22,6 +23,8 @@ from ingest_service.salts import SaltCache
 from ingest_service.seed import SeedEventServicer
 from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings
+
+log = structlog.get_logger("analytics.ingest")
 
 
 async def serve(settings: Settings) -> None:
@@ -84,9 +87,12 @@ async def serve(settings: Settings) -> None:
         # In-flight requests finish (their events get their PubAck) before the connection drains.
         await server.stop()
         await publisher.close()
+        log.info("shutdown: queued events published")
     finally:
         await bus.close()
         await query.close()
         await auth.close()
         with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
             await nc.drain()
+        # Each step's line shows where a slow exit spends its time.
+        log.info("shutdown: connections closed")
