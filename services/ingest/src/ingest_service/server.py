@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import grpc
@@ -25,6 +26,7 @@ from ingest_service.servicer import IngestServicer
 from ingest_service.settings import Settings
 
 log = structlog.get_logger("analytics.ingest")
+DRAIN_TIMEOUT_S = 5.0
 
 
 async def serve(settings: Settings) -> None:
@@ -92,7 +94,11 @@ async def serve(settings: Settings) -> None:
         await bus.close()
         await query.close()
         await auth.close()
-        with contextlib.suppress(Exception):  # NATS may already be gone; nothing is left to flush
-            await nc.drain()
+        # NATS may already be gone (everything stops at once under make run): the queued events were
+        # published above, so a drain that cannot reach the server is cut short, never waited on.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await nc.close()
         # Each step's line shows where a slow exit spends its time.
         log.info("shutdown: connections closed")
