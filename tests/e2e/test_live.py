@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from analytics.v1 import live_pb2, live_pb2_grpc
 from analytics_testing.plugin import NatsFactory
@@ -123,6 +124,66 @@ async def test_events_reach_an_sse_stream_through_the_edge(
     assert seen[0]["browser"] == "Firefox"
     assert set(seen[0]) == {"time", "page", "name", "country", "device", "source", "channel", "browser"}
     assert message["dropped_events"] == "0"
+
+
+async def test_sse_messages_are_the_grpc_streams_messages_and_errors_are_the_transcoders(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    """The edge hands the SSE route to the query service's own HTTP server (one encoding per batch
+    for every subscriber): what a client reads must be what the transcoder would have sent."""
+    site_id, key = live_stack.create_site("live-sse-same")
+    metadata = (("x-api-key", key),)
+    async with grpc.aio.insecure_channel(live_stack.addresses["query"]) as channel:
+        stream = live_pb2_grpc.LiveServiceStub(channel).StreamLive(
+            live_pb2.StreamLiveRequest(site_id=site_id), metadata=metadata
+        )
+        await stream.read()
+        async with http.get(f"/v1/sites/{site_id}/live", headers={"x-api-key": key}) as response:
+            assert response.status == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            assert response.headers["cache-control"] == "no-cache"
+            messages = sse_messages(response)
+            await anext(messages)
+            await send(
+                http, site_id, key, [{"path": f"/same/{i}", "referrer": "https://t.co/"} for i in range(30)]
+            )
+            over_http: list[dict[str, Any]] = []
+            over_grpc: list[dict[str, Any]] = []
+            async with asyncio.timeout(20):
+                while len(over_http) < 30:
+                    message = await anext(messages)
+                    over_http += message.get("events", {}).get("events", [])
+                while len(over_grpc) < 30:
+                    reply = await stream.read()
+                    for event in reply.events.events:
+                        over_grpc.append(
+                            json_format.MessageToDict(
+                                event,
+                                preserving_proto_field_name=True,
+                                always_print_fields_with_no_presence=True,
+                            )
+                        )
+        stream.cancel()
+    assert over_http == over_grpc
+    assert sorted(e["page"] for e in over_http) == sorted(f"/same/{i}" for i in range(30))
+    # Errors: google.rpc.Status JSON with the transcoder's HTTP statuses and field violations.
+    async with http.get("/v1/sites/not-a-uuid/live", headers={"x-api-key": key}) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["code"] == 3
+    assert body["details"][0]["field_violations"][0]["field"] == "site_id"
+    async with http.get(
+        f"/v1/sites/{site_id}/live", params={"pages": ""}, headers={"x-api-key": key}
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["details"][0]["field_violations"][0]["field"] == "pages[0]"
+    other_site, other_key = live_stack.create_site("live-sse-other")
+    async with http.get(f"/v1/sites/{site_id}/live", headers={"x-api-key": other_key}) as response:
+        assert response.status == 403
+        assert (await response.json())["code"] == 7
+    async with http.get(f"/v1/sites/{other_site}/live", headers={"x-api-key": "nope"}) as response:
+        assert response.status == 401
+        assert (await response.json())["code"] == 16
 
 
 async def test_realtime_agrees_on_both_replicas_and_plausible_route(

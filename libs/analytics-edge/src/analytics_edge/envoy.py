@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,9 @@ class RouteTable:
     error_bodies: Mapping[str, str] = field(default_factory=dict)
     # HTTP path → upstream that speaks WebSocket (plain HTTP/1.1) on it, proxied with the upgrade.
     websockets: Mapping[str, str] = field(default_factory=dict)
+    # Full name of a server-streaming RPC → upstream that serves the RPC's HTTP GET route itself
+    # over plain HTTP/1.1 as Server-Sent Events, in place of the transcoder.
+    event_streams: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RouteTable:
@@ -163,9 +167,11 @@ class RouteTable:
                 known = ", ".join(ERROR_STYLES)
                 raise EdgeConfigError(f"{path}: error_bodies.{route!r} is {style!r}; known: {known}")
         websockets = {str(route): str(upstream) for route, upstream in data.get("websockets", {}).items()}
+        streams = {str(rpc): str(upstream) for rpc, upstream in data.get("event_streams", {}).items()}
         return cls(
             services=services,
             websockets=websockets,
+            event_streams=streams,
             max_body_bytes=int(http.get("max_body_bytes", 2 * 1024 * 1024)),
             cors_allow_origins=tuple(http.get("cors_allow_origins", ["*"])),
             cors_max_age_s=int(http.get("cors_max_age_s", 86_400)),
@@ -174,7 +180,8 @@ class RouteTable:
 
     @property
     def upstreams(self) -> list[str]:
-        return sorted({upstream for upstream, _ in self.services.values()} | set(self.websockets.values()))
+        plain = set(self.websockets.values()) | set(self.event_streams.values())
+        return sorted({upstream for upstream, _ in self.services.values()} | plain)
 
     @property
     def grpc_upstreams(self) -> set[str]:
@@ -228,6 +235,31 @@ def http_routes(descriptor_set: descriptor_pb2.FileDescriptorSet, table: RouteTa
                 upstream, timeout_s = table.services[full_name]
                 routes.append(HttpRoute(f"/{full_name}/{method.name}", upstream, timeout_s))
     return routes
+
+
+def stream_paths(descriptor_set: descriptor_pb2.FileDescriptorSet, table: RouteTable) -> dict[str, str]:
+    """The HTTP path template of each of the table's event streams (its RPC's GET rule) → upstream;
+    fails unless each names a server-streaming RPC with a GET rule."""
+    methods = {
+        f"{file.package}.{service.name}.{method.name}": method
+        for file in descriptor_set.file
+        for service in file.service
+        for method in service.method
+    }
+    paths: dict[str, str] = {}
+    for name, upstream in sorted(table.event_streams.items()):
+        method = methods.get(name)
+        rule = method.options.Extensions[annotations_pb2.http] if method is not None else None
+        if method is None or rule is None or not method.server_streaming or not rule.get:
+            raise EdgeConfigError(f"event_streams.{name!r}: not a server-streaming RPC with a GET http rule")
+        paths[rule.get] = upstream
+    return paths
+
+
+def _template_regex(template: str) -> str:
+    """A path template's variables ({site_id}) as one path segment each."""
+    parts = re.split(r"\{[^}/]+\}", template)
+    return "^" + "[^/]+".join(re.escape(part) for part in parts) + "$"
 
 
 def transcoded_services(routes: Sequence[HttpRoute]) -> list[str]:
@@ -384,7 +416,9 @@ def _error_body_routes(table: RouteTable) -> list[dict[str, Any]]:
     ]
 
 
-def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTable) -> list[dict[str, Any]]:
+def _routes(
+    settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTable, streams: Mapping[str, str]
+) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = [
         {
             # A body in an encoding the edge cannot decode would reach the transcoder as garbage.
@@ -421,6 +455,18 @@ def _routes(settings: EdgeSettings, routes: Sequence[HttpRoute], table: RouteTab
                     **_without_transcoder(),
                     "envoy.filters.http.buffer": {"@type": BUFFER_PER_ROUTE, "disabled": True},
                 },
+            }
+        )
+    for template, upstream in sorted(streams.items()):
+        result.append(
+            {
+                # Before the transcoder's routes: the upstream answers the HTTP request itself.
+                "match": {
+                    "safe_regex": {"regex": _template_regex(template)},
+                    "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                },
+                "route": {"cluster": upstream, "timeout": "0s"},
+                "typed_per_filter_config": _without_transcoder(),
             }
         )
     if settings.openapi_path:
@@ -599,7 +645,7 @@ def render(
                 {
                     "name": "analytics",
                     "domains": ["*"],
-                    "routes": _routes(settings, routes, table),
+                    "routes": _routes(settings, routes, table, stream_paths(descriptor_set, table)),
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(table)},
                 }
             ],

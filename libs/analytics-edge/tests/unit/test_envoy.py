@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,37 @@ def test_websocket_paths_are_upgraded_to_their_http1_upstream(tmp_path: Path) ->
     (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "query_ws"]
     assert "typed_extension_protocol_options" not in cluster  # HTTP/1.1, not HTTP/2
     assert cluster["health_checks"][0]["http_health_check"] == {"path": "/health"}
+
+
+def test_event_streams_are_served_by_their_http1_upstream_on_their_rpcs_get_path(tmp_path: Path) -> None:
+    _, config = _render(tmp_path)
+    routes = _connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    (live,) = [r for r in routes if "safe_regex" in r["match"]]
+    regex = live["match"]["safe_regex"]["regex"]
+    assert regex == "^/v1/sites/[^/]+/live$"
+    assert re.match(regex, "/v1/sites/0b7c1c38-53c0-4f1e-9a43-8d1f2c1d3f4e/live")
+    assert not re.match(regex, "/v1/sites/a/b/live") and not re.match(regex, "/v1/sites/a/live/x")
+    assert live["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+    assert live["route"] == {"cluster": "query_ws", "timeout": "0s"}
+    assert live["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    # Before every transcoded route (the RPC keeps its gRPC route for native gRPC callers).
+    assert routes.index(live) < min(
+        i for i, r in enumerate(routes) if r["match"].get("path", "").startswith("/analytics.")
+    )
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    ["analytics.v1.LiveService.GetRealtime", "analytics.v1.LiveService.NoSuchRpc", "analytics.v1.Nothing.X"],
+)
+def test_an_event_stream_must_be_a_server_streaming_rpc_with_a_get_rule(tmp_path: Path, rpc: str) -> None:
+    table = tmp_path / "edge.toml"
+    text = launcher.DEFAULT_TABLE.read_text()
+    table.write_text(
+        text.replace('"analytics.v1.LiveService.StreamLive" = "query_ws"', f'"{rpc}" = "query_ws"')
+    )
+    with pytest.raises(envoy.EdgeConfigError, match="not a server-streaming RPC with a GET http rule"):
+        _render(tmp_path / "out", table)
 
 
 def test_an_upstream_without_an_address_is_refused(tmp_path: Path) -> None:

@@ -13,9 +13,12 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import structlog
-from google.protobuf.message import DecodeError
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,13 +33,37 @@ log = structlog.get_logger("analytics.query")
 Summarize = Callable[[str], Awaitable[live_pb2.LiveSummary]]
 
 
-# A queued message: events are queued as the LiveEvents every unfiltered subscriber of the site
-# shares (never copied per subscriber until sent), anything else as the message itself.
-_Queued = live_pb2.LiveEvents | live_pb2.StreamLiveResponse
+class Batch:
+    """Events committed together, queued as one object for every subscriber of the site that takes
+    all of them (never copied per subscriber), and encoded as JSON once, by whichever of them is the
+    first to send it over HTTP."""
+
+    __slots__ = ("_json", "events")
+
+    def __init__(self, events: live_pb2.LiveEvents) -> None:
+        self.events = events
+        self._json: bytes | None = None
+
+    def json(self) -> bytes:
+        """The LiveEvents in proto3 JSON with proto field names and every field printed, as
+        Envoy's transcoder prints it."""
+        if self._json is None:
+            self._json = orjson.dumps(proto_json(self.events))
+        return self._json
 
 
-def _weight(item: _Queued) -> int:
-    return len(item.events) if isinstance(item, live_pb2.LiveEvents) else 0
+def proto_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+# A queued message: events as a Batch, anything else as the message itself.
+Queued = Batch | live_pb2.StreamLiveResponse
+
+
+def _weight(item: Queued) -> int:
+    return len(item.events.events) if isinstance(item, Batch) else 0
 
 
 class Subscriber:
@@ -57,7 +84,7 @@ class Subscriber:
         self._capacity = capacity
         self._max_events = max_events
         self._queued_events = 0
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._ready = asyncio.Event()
         self.dropped_events = 0
         self.dropped_messages = 0
@@ -68,7 +95,7 @@ class Subscriber:
             not self.countries or event.country in self.countries
         )
 
-    def offer(self, item: _Queued) -> None:
+    def offer(self, item: Queued) -> None:
         """Never blocks: a full queue drops its oldest messages to make room."""
         weight = _weight(item)
         while self._queue and (
@@ -87,9 +114,9 @@ class Subscriber:
         self.closed = True
         self._ready.set()
 
-    async def next(self, timeout_s: float) -> live_pb2.StreamLiveResponse | None:
-        """The oldest queued message, stamped with the dropped count; None after ``timeout_s``
-        without one, or once the subscriber is closed."""
+    async def take(self, timeout_s: float) -> Queued | None:
+        """The oldest queued item as it was queued (``dropped_events`` says what the subscriber has
+        lost so far); None after ``timeout_s`` without one, or once the subscriber is closed."""
         if not self._queue and not self.closed:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
@@ -98,8 +125,15 @@ class Subscriber:
             return None
         item = self._queue.popleft()
         self._queued_events -= _weight(item)
-        if isinstance(item, live_pb2.LiveEvents):
-            return live_pb2.StreamLiveResponse(dropped_events=self.dropped_events, events=item)
+        return item
+
+    async def next(self, timeout_s: float) -> live_pb2.StreamLiveResponse | None:
+        """take(), as a message stamped with the dropped count."""
+        item = await self.take(timeout_s)
+        if item is None:
+            return None
+        if isinstance(item, Batch):
+            return live_pb2.StreamLiveResponse(dropped_events=self.dropped_events, events=item.events)
         item.dropped_events = self.dropped_events
         return item
 
@@ -209,20 +243,20 @@ class LiveHub:
         if site is None or not update.live_events:
             return
         self.updates += 1
-        everything: live_pb2.LiveEvents | None = None
+        everything: Batch | None = None
         for subscriber in list(site.subscribers):
             if subscriber.pages or subscriber.countries:
                 chosen = [event for event in update.live_events if subscriber.wants(event)]
                 if not chosen:
                     continue
-                events = live_pb2.LiveEvents(events=chosen, committed_at=update.committed_at)
+                batch = Batch(live_pb2.LiveEvents(events=chosen, committed_at=update.committed_at))
             else:
                 if everything is None:
-                    everything = live_pb2.LiveEvents(
-                        events=update.live_events, committed_at=update.committed_at
+                    everything = Batch(
+                        live_pb2.LiveEvents(events=update.live_events, committed_at=update.committed_at)
                     )
-                events = everything
-            subscriber.offer(events)
+                batch = everything
+            subscriber.offer(batch)
 
     def _on_alert(self, msg: Msg) -> None:
         try:

@@ -1,5 +1,6 @@
-"""The live side of a query process: the hub, the LiveService servicer, the WebSocket server and
-the alert evaluator, started and stopped together."""
+"""The live side of a query process: the hub, the LiveService servicer, the HTTP server of the
+WebSocket dashboards and the Server-Sent Events streams, and the alert evaluator, started and
+stopped together."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from analytics_grpc.auth_client import AuthClient
 from query_service.live import alerts
 from query_service.live.hub import LiveHub
 from query_service.live.servicer import LiveServicer, changed_sessions, report, summary
+from query_service.live.sse import ROUTE, LiveEventStream
 from query_service.live.websocket import LiveSocket
 from query_service.settings import Settings
 from query_service.snapshot import Snapshots
+
+LISTEN_BACKLOG = 4096
 
 
 class LiveRuntime:
@@ -53,7 +57,10 @@ class LiveRuntime:
             dashboards=self.sockets.dashboards,
             alert_counts=lambda: (self.evaluator.raised, self.webhooks.delivered, self.webhooks.failed),
         )
-        self._runner = web.AppRunner(self.sockets.application(), access_log=None, handle_signals=False)
+        self.events = LiveEventStream(self.hub, auth, heartbeat_s=settings.live_heartbeat_s)
+        app = self.sockets.application()
+        app.router.add_get(ROUTE, self.events.handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._alerting: asyncio.Task[None] | None = None
 
     def add_to(self, server: GrpcServer) -> None:
@@ -64,7 +71,13 @@ class LiveRuntime:
         await self._runner.setup()
         host, _, port = self._settings.ws_listen.rpartition(":")
         site = web.TCPSite(
-            self._runner, host.strip("[]"), int(port), reuse_port=self._settings.grpc_reuse_port
+            self._runner,
+            host.strip("[]"),
+            int(port),
+            reuse_port=self._settings.grpc_reuse_port,
+            # The edge opens one connection per SSE subscriber: a thousand dashboards reconnecting
+            # at once would overflow aiohttp's default backlog of 128 (refused, answered 503).
+            backlog=LISTEN_BACKLOG,
         )
         await site.start()
 

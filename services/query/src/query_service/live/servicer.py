@@ -34,7 +34,7 @@ def _counts(rows: list[Count]) -> list[live_pb2.RealtimeCount]:
     return [live_pb2.RealtimeCount(value=c.value, visitors=c.visitors, pageviews=c.pageviews) for c in rows]
 
 
-def _filter_values(field: str, values: list[str]) -> frozenset[str]:
+def filter_values(field: str, values: list[str]) -> frozenset[str]:
     if len(values) > MAX_FILTER_VALUES:
         raise ServiceError.field(field, f"must hold at most {MAX_FILTER_VALUES} values, got {len(values)}")
     for index, value in enumerate(values):
@@ -253,8 +253,8 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         self, request: live_pb2.StreamLiveRequest, context: Context
     ) -> AsyncIterator[live_pb2.StreamLiveResponse]:
         site_id = parse_site_uuid(request.site_id)
-        pages = _filter_values("pages", list(request.pages))
-        countries = _filter_values("countries", list(request.countries))
+        pages = filter_values("pages", list(request.pages))
+        countries = filter_values("countries", list(request.countries))
         await authorize(self._auth, context, site_id=site_id)
         async with self._hub.subscribe(site_id, pages, countries) as subscriber:
             while True:
