@@ -45,6 +45,22 @@ async def call(
     return body
 
 
+async def site_with_admin_key(
+    http: aiohttp.ClientSession, stack: ServiceStack
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """A new site, the headers of a key of it with SCOPE_ADMIN (seed 002's definition writes) and
+    those of its first key (reads)."""
+    site = await create_site(http, stack)
+    admin_key = await call(
+        http,
+        "POST",
+        f"/v1/sites/{site['site_id']}/keys",
+        {"Authorization": f"Bearer {stack.admin_token}"},
+        json={"scopes": ["SCOPE_READ", "SCOPE_ADMIN"]},
+    )
+    return site, {"X-API-Key": admin_key["api_key"]}, {"X-API-Key": site["api_key"]}
+
+
 async def test_goals_and_conversion_rate_over_http(http: aiohttp.ClientSession, stack: ServiceStack) -> None:
     site = await create_site(http, stack, domain="goals.e2e.example")
     admin = {"Authorization": f"Bearer {stack.admin_token}"}
@@ -115,16 +131,7 @@ async def test_goals_and_conversion_rate_over_http(http: aiohttp.ClientSession, 
 
 
 async def test_seed_funnel_and_retention_routes(http: aiohttp.ClientSession, stack: ServiceStack) -> None:
-    site = await create_site(http, stack)
-    admin_key = await call(
-        http,
-        "POST",
-        f"/v1/sites/{site['site_id']}/keys",
-        {"Authorization": f"Bearer {stack.admin_token}"},
-        json={"scopes": ["SCOPE_READ", "SCOPE_ADMIN"]},
-    )
-    owner = {"X-API-Key": admin_key["api_key"]}
-    reader = {"X-API-Key": site["api_key"]}
+    site, owner, reader = await site_with_admin_key(http, stack)
     steps = [{"eventName": "page_view"}, {"eventName": "add_to_cart"}, {"eventName": "purchase"}]
     await call(http, "POST", "/api/v1/funnels", reader, status=403, json={"name": "Shop", "steps": steps})
     one_step = await call(
@@ -194,16 +201,7 @@ async def test_seed_funnel_step_time_windows(http: aiohttp.ClientSession, stack:
     60 s of add_to_cart. ann's first add (9:01) is 120 s before her purchase, her second (9:02)
     60 s: she converts through the second. bob's purchase is 120 s after his only add; cy's add
     is 180 s after the view."""
-    site = await create_site(http, stack)
-    admin_key = await call(
-        http,
-        "POST",
-        f"/v1/sites/{site['site_id']}/keys",
-        {"Authorization": f"Bearer {stack.admin_token}"},
-        json={"scopes": ["SCOPE_READ", "SCOPE_ADMIN"]},
-    )
-    owner = {"X-API-Key": admin_key["api_key"]}
-    reader = {"X-API-Key": site["api_key"]}
+    site, owner, reader = await site_with_admin_key(http, stack)
     steps = [
         {"eventName": "page_view"},
         {"eventName": "add_to_cart", "timeWindow": 120},

@@ -143,6 +143,16 @@ async def _create(stack: QueryStack, site_id: str, **fields: Any) -> product_pb2
     return made.funnel
 
 
+async def _update(stack: QueryStack, site_id: str, funnel_id: str, **fields: Any) -> product_pb2.Funnel:
+    changed = await stack.product.UpdateFunnel(
+        json_format.ParseDict(
+            {"site_id": site_id, "funnel_id": funnel_id, **fields}, product_pb2.UpdateFunnelRequest()
+        ),
+        metadata=ADMIN_MD,
+    )
+    return changed.funnel
+
+
 async def test_a_saved_funnel_is_answered_step_by_step(query_stack: QueryStack) -> None:
     """Three people: one buys within the window, one adds to the cart only, one buys too late."""
     site_id, key = await query_stack.site()
@@ -228,20 +238,15 @@ async def test_funnel_definitions_crud_and_refusals(query_stack: QueryStack) -> 
         product_pb2.GetFunnelRequest(site_id=site_id, funnel_id=made.funnel_id), metadata=key_md
     )
     assert dict(got.funnel.steps[1].filters) == {"plan": "pro"}
-    changed = await query_stack.product.UpdateFunnel(
-        json_format.ParseDict(
-            {
-                "site_id": site_id,
-                "funnel_id": made.funnel_id,
-                "name": "Docs 2",
-                "steps": [{"pagePath": "/docs/**"}, {"eventName": "signup"}, {"eventName": "buy"}],
-                "window_seconds": 60,
-            },
-            product_pb2.UpdateFunnelRequest(),
-        ),
-        metadata=ADMIN_MD,
+    changed = await _update(
+        query_stack,
+        site_id,
+        made.funnel_id,
+        name="Docs 2",
+        steps=[{"pagePath": "/docs/**"}, {"eventName": "signup"}, {"eventName": "buy"}],
+        window_seconds=60,
     )
-    assert (changed.funnel.name, len(changed.funnel.steps), changed.funnel.window_seconds) == (
+    assert (changed.name, len(changed.steps), changed.window_seconds) == (
         "Docs 2",
         3,
         60,
@@ -454,19 +459,14 @@ async def test_step_windows_take_the_later_event_greedy_would_miss(query_stack: 
     want, _ = product_reference.funnel(query, steps, funnel.window_seconds, rows)
     assert [(r.entered, r.converted, r.median_seconds_to_convert) for r in want] == figures
     # Without step windows the funnel is the greedy one: everyone reaches buy within 7 days.
-    plain = await query_stack.product.UpdateFunnel(
-        json_format.ParseDict(
-            {
-                "site_id": site_id,
-                "funnel_id": funnel.funnel_id,
-                "name": "Plain",
-                "steps": [{"eventName": "view"}, {"eventName": "add"}, {"eventName": "buy"}],
-            },
-            product_pb2.UpdateFunnelRequest(),
-        ),
-        metadata=ADMIN_MD,
+    plain = await _update(
+        query_stack,
+        site_id,
+        funnel.funnel_id,
+        name="Plain",
+        steps=[{"eventName": "view"}, {"eventName": "add"}, {"eventName": "buy"}],
     )
-    assert not any(s.HasField("time_window_seconds") for s in plain.funnel.steps)
+    assert not any(s.HasField("time_window_seconds") for s in plain.steps)
     again = await query_stack.product.GetFunnelAnalytics(
         product_pb2.GetFunnelAnalyticsRequest(
             funnel_id=funnel.funnel_id, start_date="2024-05-02", end_date="2024-05-02"
@@ -500,17 +500,12 @@ async def test_rows_saved_before_step_windows_are_read(query_stack: QueryStack) 
         ("a", False),
         ("b", False),
     ]
-    await query_stack.product.UpdateFunnel(
-        json_format.ParseDict(
-            {
-                "site_id": site_id,
-                "funnel_id": str(funnel_id),
-                "name": "Old",
-                "steps": [{"eventName": "a"}, {"eventName": "b", "timeWindow": 30}],
-            },
-            product_pb2.UpdateFunnelRequest(),
-        ),
-        metadata=ADMIN_MD,
+    await _update(
+        query_stack,
+        site_id,
+        str(funnel_id),
+        name="Old",
+        steps=[{"eventName": "a"}, {"eventName": "b", "timeWindow": 30}],
     )
     async with query_stack.pool.connection() as conn:
         cur = await conn.execute("SELECT steps FROM query.funnels WHERE funnel_id = %s", (funnel_id,))
