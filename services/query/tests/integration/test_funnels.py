@@ -42,6 +42,8 @@ STEPS: list[dict[str, Any]] = [
 # Seconds between a person's events: the same instant, within a visit, across visits and days.
 GAPS = [0, 1, 30, 30, 600, 600, 1801, 3600, 86_400, 200_000]
 BREAKDOWNS = ["", "visit:country", "visit:source", "visit:device", "visit:entry_page"]
+# A step's own window: none (the greedy pass answers when no step has one), or seconds around GAPS.
+STEP_WINDOWS = [None, None, None, 1, 30, 600, 1800, 3600, 86_400]
 
 
 @st.composite
@@ -99,6 +101,11 @@ async def test_funnels_equal_the_reference(query_stack: QueryStack, data: st.Dat
     await query_stack.write(site_id, shuffled, batch=max(1, len(rows) // 2))
     common = [STEPS[0], STEPS[1], STEPS[3], STEPS[5], STEPS[6]]
     chosen = data.draw(st.lists(st.sampled_from(STEPS) | st.sampled_from(common), min_size=2, max_size=4))
+    if data.draw(st.booleans()):
+        chosen = [chosen[0]] + [
+            {**s, "time_window_seconds": gap} if (gap := data.draw(st.sampled_from(STEP_WINDOWS))) else s
+            for s in chosen[1:]
+        ]
     steps = definitions.check_steps([_step(s) for s in chosen])
     window = data.draw(st.sampled_from([1, 60, 3600, 86_400, 604_800, 604_800]))
     first = min(r.time for r in rows).astimezone(ZoneInfo(zone)).date()
@@ -134,6 +141,16 @@ async def _create(stack: QueryStack, site_id: str, **fields: Any) -> product_pb2
         metadata=ADMIN_MD,
     )
     return made.funnel
+
+
+async def _update(stack: QueryStack, site_id: str, funnel_id: str, **fields: Any) -> product_pb2.Funnel:
+    changed = await stack.product.UpdateFunnel(
+        json_format.ParseDict(
+            {"site_id": site_id, "funnel_id": funnel_id, **fields}, product_pb2.UpdateFunnelRequest()
+        ),
+        metadata=ADMIN_MD,
+    )
+    return changed.funnel
 
 
 async def test_a_saved_funnel_is_answered_step_by_step(query_stack: QueryStack) -> None:
@@ -221,20 +238,15 @@ async def test_funnel_definitions_crud_and_refusals(query_stack: QueryStack) -> 
         product_pb2.GetFunnelRequest(site_id=site_id, funnel_id=made.funnel_id), metadata=key_md
     )
     assert dict(got.funnel.steps[1].filters) == {"plan": "pro"}
-    changed = await query_stack.product.UpdateFunnel(
-        json_format.ParseDict(
-            {
-                "site_id": site_id,
-                "funnel_id": made.funnel_id,
-                "name": "Docs 2",
-                "steps": [{"pagePath": "/docs/**"}, {"eventName": "signup"}, {"eventName": "buy"}],
-                "window_seconds": 60,
-            },
-            product_pb2.UpdateFunnelRequest(),
-        ),
-        metadata=ADMIN_MD,
+    changed = await _update(
+        query_stack,
+        site_id,
+        made.funnel_id,
+        name="Docs 2",
+        steps=[{"pagePath": "/docs/**"}, {"eventName": "signup"}, {"eventName": "buy"}],
+        window_seconds=60,
     )
-    assert (changed.funnel.name, len(changed.funnel.steps), changed.funnel.window_seconds) == (
+    assert (changed.name, len(changed.steps), changed.window_seconds) == (
         "Docs 2",
         3,
         60,
@@ -366,3 +378,183 @@ async def test_a_sites_definitions_are_deleted_with_it(query_stack: QueryStack) 
         assert await definitions.list_funnels(conn, site_id) == []
         assert len(await definitions.list_goals(conn, other)) == 1
         assert len(await definitions.list_funnels(conn, other)) == 1
+
+
+async def test_step_windows_take_the_later_event_greedy_would_miss(query_stack: QueryStack) -> None:
+    """buy must come within 60 s of add. Person 1's first add (10 s) has no buy within 60 s, their
+    second (100 s) has one 50 s later: they convert. Person 2's only add is 140 s before the buy.
+    Person 3's add is 200 s after the view, past add's own 120 s window."""
+    site_id, key = await query_stack.site()
+    base = datetime(2024, 5, 2, 10, tzinfo=UTC)
+    rows = [
+        EventRow(
+            time=base + timedelta(seconds=at), event_id=uuid.uuid4(), visitor_id=visitor, kind=2, name=name
+        )
+        for visitor, at, name in [
+            (1, 0, "view"),
+            (1, 10, "add"),
+            (1, 100, "add"),
+            (1, 150, "buy"),
+            (2, 0, "view"),
+            (2, 10, "add"),
+            (2, 150, "buy"),
+            (3, 0, "view"),
+            (3, 200, "add"),
+            (3, 210, "buy"),
+        ]
+    ]
+    await query_stack.write(site_id, rows)
+    funnel = await _create(
+        query_stack,
+        site_id,
+        name="Timed",
+        steps=[
+            {"eventName": "view"},
+            {"eventName": "add", "timeWindow": 120},
+            {"eventName": "buy", "timeWindow": 60},
+        ],
+    )
+    assert [s.time_window_seconds for s in funnel.steps[1:]] == [120, 60]
+    assert not funnel.steps[0].HasField("time_window_seconds")
+    key_md = (("x-api-key", key),)
+    day = {"start": "2024-05-02", "end": "2024-05-02"}
+    saved = await query_stack.product.QueryFunnel(
+        json_format.ParseDict(
+            {"site_id": site_id, "funnel_id": funnel.funnel_id, "date_range": day},
+            product_pb2.QueryFunnelRequest(),
+        ),
+        metadata=key_md,
+    )
+    figures = [(s.entered, s.converted, s.median_seconds_to_convert) for s in saved.report.steps]
+    assert figures == [(3, 3, 0.0), (3, 2, 55.0), (2, 1, 50.0)]
+    assert [
+        s.time_window_seconds if s.HasField("time_window_seconds") else None for s in saved.report.steps
+    ] == [
+        None,
+        120,
+        60,
+    ]
+    # The same steps ad hoc, with the proto field name, give the same answer; so does the reference.
+    ad_hoc = await query_stack.product.QueryFunnel(
+        json_format.ParseDict(
+            {
+                "site_id": site_id,
+                "steps": [
+                    {"event_name": "view"},
+                    {"event_name": "add", "time_window_seconds": 120},
+                    {"event_name": "buy", "time_window_seconds": 60},
+                ],
+                "date_range": day,
+            },
+            product_pb2.QueryFunnelRequest(),
+        ),
+        metadata=key_md,
+    )
+    assert [(s.entered, s.converted, s.median_seconds_to_convert) for s in ad_hoc.report.steps] == figures
+    steps = definitions.check_steps(list(funnel.steps))
+    async with query_stack.pool.connection() as conn:
+        query = await Reports.parse(
+            conn, analysis.stats_request(site_id, query_pb2.DateRange(**day), []), site_id, "UTC"
+        )
+    want, _ = product_reference.funnel(query, steps, funnel.window_seconds, rows)
+    assert [(r.entered, r.converted, r.median_seconds_to_convert) for r in want] == figures
+    # Without step windows the funnel is the greedy one: everyone reaches buy within 7 days.
+    plain = await _update(
+        query_stack,
+        site_id,
+        funnel.funnel_id,
+        name="Plain",
+        steps=[{"eventName": "view"}, {"eventName": "add"}, {"eventName": "buy"}],
+    )
+    assert not any(s.HasField("time_window_seconds") for s in plain.steps)
+    again = await query_stack.product.GetFunnelAnalytics(
+        product_pb2.GetFunnelAnalyticsRequest(
+            funnel_id=funnel.funnel_id, start_date="2024-05-02", end_date="2024-05-02"
+        ),
+        metadata=key_md,
+    )
+    assert [(s.entered, s.converted) for s in again.report.steps] == [(3, 3), (3, 3), (3, 3)]
+
+
+async def test_rows_saved_before_step_windows_are_read(query_stack: QueryStack) -> None:
+    """A definition stored without the time_window_seconds key (as every one was before) reads as
+    steps without windows; a window written later is kept in the row."""
+    site_id, key = await query_stack.site()
+    funnel_id = uuid.uuid4()
+    async with query_stack.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO query.funnels (site_id, funnel_id, name, steps, window_seconds)"
+            " VALUES (%s, %s, 'Old', %s::jsonb, 3600)",
+            (
+                site_id,
+                funnel_id,
+                '[{"event_name": "a", "page_path": "", "filters": {}},'
+                ' {"event_name": "b", "page_path": "", "filters": {"plan": "pro"}}]',
+            ),
+        )
+    got = await query_stack.product.GetFunnel(
+        product_pb2.GetFunnelRequest(site_id=site_id, funnel_id=str(funnel_id)),
+        metadata=(("x-api-key", key),),
+    )
+    assert [(s.event_name, s.HasField("time_window_seconds")) for s in got.funnel.steps] == [
+        ("a", False),
+        ("b", False),
+    ]
+    await _update(
+        query_stack,
+        site_id,
+        str(funnel_id),
+        name="Old",
+        steps=[{"eventName": "a"}, {"eventName": "b", "timeWindow": 30}],
+    )
+    async with query_stack.pool.connection() as conn:
+        cur = await conn.execute("SELECT steps FROM query.funnels WHERE funnel_id = %s", (funnel_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    assert [step.get("time_window_seconds") for step in row[0]] == [None, 30]
+
+
+async def test_step_window_refusals_name_the_step(query_stack: QueryStack) -> None:
+    site_id, key = await query_stack.site()
+    made = await _create(query_stack, site_id, name="F", steps=[{"eventName": "a"}, {"eventName": "b"}])
+    cases: list[tuple[list[dict[str, Any]], str]] = [
+        ([{"eventName": "a", "timeWindow": 60}, {"eventName": "b"}], "steps[0].time_window_seconds"),
+        ([{"eventName": "a"}, {"eventName": "b", "timeWindow": 0}], "steps[1].time_window_seconds"),
+        (
+            [{"eventName": "a"}, {"eventName": "b"}, {"eventName": "c", "time_window_seconds": 7_776_001}],
+            "steps[2].time_window_seconds",
+        ),
+    ]
+    day = {"start": "2024-05-01", "end": "2024-05-01"}
+    for steps, field in cases:
+        calls = [
+            query_stack.product.CreateFunnel(
+                json_format.ParseDict(
+                    {"site_id": site_id, "name": "x", "steps": steps}, product_pb2.CreateFunnelRequest()
+                ),
+                metadata=ADMIN_MD,
+            ),
+            query_stack.product.UpdateFunnel(
+                json_format.ParseDict(
+                    {"site_id": site_id, "funnel_id": made.funnel_id, "name": "x", "steps": steps},
+                    product_pb2.UpdateFunnelRequest(),
+                ),
+                metadata=ADMIN_MD,
+            ),
+            query_stack.product.QueryFunnel(
+                json_format.ParseDict(
+                    {"site_id": site_id, "steps": steps, "date_range": day}, product_pb2.QueryFunnelRequest()
+                ),
+                metadata=(("x-api-key", key),),
+            ),
+        ]
+        for pending in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await pending
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, steps
+            assert field in violations(bad.value), (steps, bad.value.details())
+    # The largest window is accepted.
+    widest = [{"eventName": "a"}, {"eventName": "b", "timeWindow": 7_776_000}]
+    assert (await _create(query_stack, site_id, name="W", steps=widest)).steps[
+        1
+    ].time_window_seconds == 7_776_000

@@ -65,12 +65,14 @@ class GoalRow:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One funnel step: an event name (page views as ``pageview``) or a page path pattern, and
-    property values the event must carry."""
+    """One funnel step: an event name (page views as ``pageview``) or a page path pattern,
+    property values the event must carry, and the most seconds it may come after the previous
+    step (None: no bound of its own)."""
 
     event_name: str = ""
     page_path: str = ""
     filters: tuple[tuple[str, str], ...] = ()
+    time_window_seconds: int | None = None
 
     @property
     def label(self) -> str:
@@ -78,7 +80,10 @@ class Step:
 
     def to_proto(self) -> product_pb2.FunnelStep:
         return product_pb2.FunnelStep(
-            event_name=self.event_name, page_path=self.page_path, filters=dict(self.filters)
+            event_name=self.event_name,
+            page_path=self.page_path,
+            filters=dict(self.filters),
+            time_window_seconds=self.time_window_seconds,
         )
 
 
@@ -284,12 +289,29 @@ def check_steps(steps: Sequence[product_pb2.FunnelStep], field: str = "steps") -
                         f"{path}.filters[{key}]", f"must be at most {MAX_PROPERTY_VALUE} characters"
                     )
                 )
+        gap = _step_window(step, index, path, violations)
         if event_name.lower() in PAGEVIEW_NAMES:
             event_name = STORED_PAGEVIEW
-        checked.append(Step(event_name, page_path, tuple(sorted(step.filters.items()))))
+        checked.append(Step(event_name, page_path, tuple(sorted(step.filters.items())), gap))
     if violations:
         raise ServiceError.invalid(violations)
     return tuple(checked)
+
+
+def _step_window(
+    step: product_pb2.FunnelStep, index: int, path: str, violations: list[FieldViolation]
+) -> int | None:
+    """A step's own window (None when not given); a refusal is added to ``violations``."""
+    if not step.HasField("time_window_seconds"):
+        return None
+    field, value = f"{path}.time_window_seconds", step.time_window_seconds
+    if index == 0:
+        violations.append(FieldViolation(field, "the first step has no previous step to be timed from"))
+    elif not 0 < value <= MAX_WINDOW_S:
+        violations.append(
+            FieldViolation(field, f"must be between 1 and {MAX_WINDOW_S} seconds (90 days), got {value}")
+        )
+    return value
 
 
 def check_window(value: int, given: bool, field: str = "window_seconds") -> int:
@@ -313,9 +335,18 @@ def check_name(value: str, field: str = "name") -> str:
 
 
 def _steps_json(steps: tuple[Step, ...]) -> str:
-    return json.dumps(
-        [{"event_name": s.event_name, "page_path": s.page_path, "filters": dict(s.filters)} for s in steps]
-    )
+    stored: list[dict[str, object]] = []
+    for s in steps:
+        step: dict[str, object] = {
+            "event_name": s.event_name,
+            "page_path": s.page_path,
+            "filters": dict(s.filters),
+        }
+        # Rows written before steps had windows have no such key; neither do steps without one.
+        if s.time_window_seconds is not None:
+            step["time_window_seconds"] = s.time_window_seconds
+        stored.append(step)
+    return json.dumps(stored)
 
 
 def _funnel(row: Any) -> FunnelRow:
@@ -324,7 +355,15 @@ def _funnel(row: Any) -> FunnelRow:
         str(funnel_id),
         str(site_id),
         name,
-        tuple(Step(s["event_name"], s["page_path"], tuple(sorted(s["filters"].items()))) for s in steps),
+        tuple(
+            Step(
+                s["event_name"],
+                s["page_path"],
+                tuple(sorted(s["filters"].items())),
+                s.get("time_window_seconds"),
+            )
+            for s in steps
+        ),
         int(window_seconds),
         created_at,
     )

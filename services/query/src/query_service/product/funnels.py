@@ -4,13 +4,19 @@ People are visitor ids (a signed-in person's id is the same on every day; an ano
 changes with the UTC day). The SQL selects the events the query counts (date range, filters, as
 the stats query does) that match any step, one row per person with the events' times, the steps
 each matches (a bit mask) and, for a breakdown, the event's visit attribute, in (time, event id)
-order. The sequence is then followed per person: an attempt starts at an event of step 1 and takes,
-step after step, the earliest later event of the next step, within ``window`` of the start; a
-person's attempt is the one that gets furthest (the earliest of those). Each event serves one step.
+order. The sequence is then followed per person: an attempt is a run of later and later events,
+one per step in step order, the last within ``window`` of the first and each within its step's own
+window (``time_window_seconds``) of the one before; a person's attempt is the longest, and of those
+the first in the order of its event positions. Each event serves one step.
+
+Without step windows the earliest next event is always the best choice, so one greedy pass per
+start finds the attempt (``chain``). With them it is not (an early step-2 event may leave step 3
+out of its window where a later one would not), and ``timed_chain`` searches exactly.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -78,7 +84,8 @@ def step_test(step: Step, params: Params, event: str = "e") -> sql.Composable:
 
 
 def chain(times: Sequence[int], masks: Sequence[int], steps: int, window_us: int) -> list[int]:
-    """Indexes of the person's furthest attempt (earliest start among equals), one per step reached."""
+    """Indexes of the person's furthest attempt (earliest start among equals), one per step reached,
+    when no step has a window of its own: the earliest next event is always the best."""
     best: list[int] = []
     for start, mask in enumerate(masks):
         if not mask & 1:
@@ -95,6 +102,87 @@ def chain(times: Sequence[int], masks: Sequence[int], steps: int, window_us: int
             if len(best) == steps:
                 break
     return best
+
+
+def timed_chain(
+    times: Sequence[int], masks: Sequence[int], gaps_us: Sequence[int | None], window_us: int
+) -> list[int]:
+    """Indexes of the person's attempt when steps have windows of their own (``gaps_us[d]``: the
+    most microseconds from step d-1's event to step d's, None for no bound; ``gaps_us[0]`` is not
+    read): the longest run, the first of those in the order of its indexes.
+
+    ``ends[t][d][i]`` is the earliest time at which a run that uses event ``i`` for step ``d``
+    can reach step ``t``; it does not depend on where the run started, so the search is
+    O(events x steps²): each row is a sliding minimum over the events the step's window allows.
+    """
+    count, size = len(gaps_us), len(times)
+    reach = [_reach(times, gap) for gap in gaps_us]
+    ends: list[list[list[int]]] = []
+    for target in range(count):
+        rows = [[times[i] if masks[i] >> target & 1 else _NEVER for i in range(size)]]
+        for depth in range(target - 1, -1, -1):
+            following = _window_min(rows[0], reach[depth + 1])
+            rows.insert(0, [following[i] if masks[i] >> depth & 1 else _NEVER for i in range(size)])
+        ends.append(rows)
+    start, target = -1, -1
+    for index in range(size):
+        if masks[index] & 1:
+            deadline = times[index] + window_us
+            furthest = max(t for t in range(count) if ends[t][0][index] <= deadline)
+            if furthest > target:
+                start, target = index, furthest
+                if target == count - 1:
+                    break
+    if start < 0:
+        return []
+    deadline = times[start] + window_us
+    found = [start]
+    for depth in range(1, target + 1):
+        previous = found[-1]
+        found.append(
+            next(
+                j
+                for j in range(previous + 1, reach[depth][previous] + 1)
+                if ends[target][depth][j] <= deadline
+            )
+        )
+    return found
+
+
+# Larger than any event time in microseconds since the epoch.
+_NEVER = 1 << 62
+
+
+def _reach(times: Sequence[int], gap_us: int | None) -> list[int]:
+    """Per event, the last index within ``gap_us`` after it (the last event when unbounded)."""
+    size = len(times)
+    if gap_us is None:
+        return [size - 1] * size
+    out, last = [0] * size, 0
+    for index, at in enumerate(times):
+        last = max(last, index)
+        while last + 1 < size and times[last + 1] - at <= gap_us:
+            last += 1
+        out[index] = last
+    return out
+
+
+def _window_min(values: Sequence[int], reach: Sequence[int]) -> list[int]:
+    """Per index i, the least ``values[j]`` for i < j <= ``reach[i]`` (_NEVER when none); ``reach``
+    never decreases with i, so one pass from the end with a deque of candidates does."""
+    out = [_NEVER] * len(values)
+    # Indexes, smallest first, whose values decrease from left to right: the right end is the least.
+    candidates: deque[int] = deque()
+    for index in range(len(values) - 2, -1, -1):
+        entering = index + 1
+        while candidates and values[candidates[0]] >= values[entering]:
+            candidates.popleft()
+        candidates.appendleft(entering)
+        while candidates and candidates[-1] > reach[index]:
+            candidates.pop()
+        if candidates:
+            out[index] = values[candidates[-1]]
+    return out
 
 
 def results(
@@ -174,13 +262,17 @@ async def funnel(
     statement, params = _statement(query, steps, max_span)
     window_us = window_seconds * _MICROS
     count = len(steps)
+    gaps_us = [None if s.time_window_seconds is None else s.time_window_seconds * _MICROS for s in steps]
+    timed = any(gap is not None for gap in gaps_us[1:])
     total = _Tally([0] * count, [[] for _ in steps])
     groups: dict[str, _Tally] = {}
     cur = await conn.execute(statement, params)
     for row in await cur.fetchall():
         times = [packed >> 8 for packed in row[0]]
         masks = [packed & 0xFF for packed in row[0]]
-        found = chain(times, masks, count, window_us)
+        found = (
+            timed_chain(times, masks, gaps_us, window_us) if timed else chain(times, masks, count, window_us)
+        )
         if not found:
             continue
         tallies = [total]

@@ -2,8 +2,9 @@
 rows in plain Python (no SQL, no shared sequence code), for differential tests.
 
 Funnel: of every increasing choice of a person's counted events, one per step in step order with
-the last within the window of the first, the longest is the person's attempt (the first in
-lexicographic order of event positions among the longest). Retention: each person's first cohort
+the last within the window of the first and each within its step's own window (if it has one) of
+the one before, the longest is the person's attempt (the first in lexicographic order of event
+positions among the longest). Retention: each person's first cohort
 event in the range puts them in the cohort of its local period; a return is any counted return
 event in a later (or the same) period.
 """
@@ -70,11 +71,22 @@ def step_matches(step: Step, event: EventRow) -> bool:
     return hit and all(event.properties.get(key, "") == value for key, value in step.filters)
 
 
-def _attempt(events: list[EventRow], steps: Sequence[Step], window: timedelta) -> tuple[EventRow, ...]:
+def _in_step_windows(choice: Sequence[EventRow], steps: Sequence[Step]) -> bool:
+    return all(
+        step.time_window_seconds is None
+        or later.time - earlier.time <= timedelta(seconds=step.time_window_seconds)
+        for step, earlier, later in zip(steps[1:], choice, choice[1:], strict=False)
+    )
+
+
+def person_attempt(events: list[EventRow], steps: Sequence[Step], window: timedelta) -> tuple[EventRow, ...]:
+    """A person's attempt from their events in (time, event id) order."""
     for depth in range(len(steps), 0, -1):
         for choice in itertools.combinations(events, depth):
-            if choice[-1].time - choice[0].time <= window and all(
-                step_matches(step, event) for step, event in zip(steps, choice, strict=False)
+            if (
+                choice[-1].time - choice[0].time <= window
+                and all(step_matches(step, event) for step, event in zip(steps, choice, strict=False))
+                and _in_step_windows(choice, steps)
             ):
                 return choice
     return ()
@@ -115,9 +127,9 @@ def funnel(
     attempts: list[tuple[EventRow, ...]] = []
     for events in people.values():
         events.sort(key=lambda e: (e.time, e.event_id))
-        attempt = _attempt(events, steps, timedelta(seconds=window_seconds))
-        if attempt:
-            attempts.append(attempt)
+        found = person_attempt(events, steps, timedelta(seconds=window_seconds))
+        if found:
+            attempts.append(found)
     groups: dict[str, list[tuple[EventRow, ...]]] = {}
     if query.dimensions:
         for attempt in attempts:

@@ -51,7 +51,9 @@ def _periods(value: int, default: int, field: str) -> int:
     return value or default
 
 
-def _steps(answer: Sequence[funnels.StepResult]) -> list[product_pb2.FunnelStepResult]:
+def _steps(
+    answer: Sequence[funnels.StepResult], steps: Sequence[definitions.Step]
+) -> list[product_pb2.FunnelStepResult]:
     return [
         product_pb2.FunnelStepResult(
             step=r.step,
@@ -63,8 +65,9 @@ def _steps(answer: Sequence[funnels.StepResult]) -> list[product_pb2.FunnelStepR
             drop_off=r.drop_off,
             drop_off_rate=r.drop_off_rate,
             median_seconds_to_convert=r.median_seconds_to_convert,
+            time_window_seconds=step.time_window_seconds,
         )
-        for r in answer
+        for r, step in zip(answer, steps, strict=True)
     ]
 
 
@@ -209,10 +212,11 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             start=start,
             end=end,
             window_seconds=window,
-            steps=_steps(answer.steps),
+            steps=_steps(answer.steps, steps),
             breakdown=query.dimensions[0] if query.dimensions else "",
             groups=[
-                product_pb2.FunnelGroup(value=value, steps=_steps(group)) for value, group in answer.groups
+                product_pb2.FunnelGroup(value=value, steps=_steps(group, steps))
+                for value, group in answer.groups
             ],
         )
 
