@@ -52,6 +52,8 @@ class LiveRuntime:
             heartbeat_s=settings.live_heartbeat_s,
             dashboards=self.sockets.dashboards,
             alert_counts=lambda: (self.evaluator.raised, self.webhooks.delivered, self.webhooks.failed),
+            alert_defaults=settings.alert_rule,
+            alert_webhooks=settings.alert_webhooks,
         )
         self._runner = web.AppRunner(self.sockets.application(), access_log=None, handle_signals=False)
         self._alerting: asyncio.Task[None] | None = None
