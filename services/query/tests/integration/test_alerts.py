@@ -6,14 +6,13 @@ and webhooks (the site's own, else the configured one) retried until accepted.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 import pytest
-from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
@@ -21,11 +20,13 @@ from structlog.testing import capture_logs
 
 from analytics.v1 import live_pb2
 from analytics_bus import connect, live_subject
-from query_service.live import alert_rules, alerts
+from analytics_testing.webhooks import WebhookReceiver, webhook_receiver
+from query_service.live import alert_rules, alerts, reference
 from query_service.live.hub import LiveHub
 from query_service.reference import EventRow
 
 from .conftest import QueryStack
+from .test_differential import THROUGH_DATABASE
 
 pytestmark = pytest.mark.integration
 
@@ -55,34 +56,10 @@ async def no_summary(site_id: str) -> live_pb2.LiveSummary:
     return live_pb2.LiveSummary()
 
 
-@dataclass
-class Receiver:
-    """A webhook endpoint on 127.0.0.1: the bodies POSTed to each path, answered by ``status``."""
-
-    url: str
-    received: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    status: Callable[[str, int], int] = lambda path, count: 204
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    endpoint = Receiver(url="")
-
-    async def hook(request: web.Request) -> web.Response:
-        bodies = endpoint.received.setdefault(request.path, [])
-        bodies.append(await request.json())
-        return web.Response(status=endpoint.status(request.path, len(bodies)))
-
-    app = web.Application()
-    app.router.add_post("/{name}", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    endpoint.url = f"http://127.0.0.1:{port}"
-    yield endpoint
-    await runner.cleanup()
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver() as endpoint:
+        yield endpoint
 
 
 async def test_a_busy_minute_alerts_once_and_reaches_subscribers(
@@ -144,7 +121,7 @@ async def test_one_replica_evaluates_until_its_connection_ends(database_url: str
         assert await alerts.AlertEvaluator._locked(second)
 
 
-async def test_webhooks_are_retried_with_backoff_until_accepted(receiver: Receiver) -> None:
+async def test_webhooks_are_retried_with_backoff_until_accepted(receiver: WebhookReceiver) -> None:
     receiver.status = lambda path, count: 503 if count < 3 else 204
     site_id = str(uuid.uuid4())
     webhooks = alerts.Webhooks({site_id: f"{receiver.url}/hook"}, attempts=4, backoff_s=0.01)
@@ -187,7 +164,7 @@ async def test_webhooks_are_retried_with_backoff_until_accepted(receiver: Receiv
 
 
 async def test_each_site_is_judged_by_its_own_rule(
-    query_stack: QueryStack, nc: Client, database_url: str, receiver: Receiver
+    query_stack: QueryStack, nc: Client, database_url: str, receiver: WebhookReceiver
 ) -> None:
     strict, lenient, eventful, off, plain = (str(uuid.uuid4()) for _ in range(5))
     own_hook = f"{receiver.url}/strict?token=s3cret"
@@ -228,3 +205,59 @@ async def test_each_site_is_judged_by_its_own_rule(
     assert [body["site_id"] for body in receiver.received["/strict"]] == [strict, strict]
     assert receiver.received["/configured"][0]["metric"] == "events_per_minute"
     assert (webhooks.delivered, webhooks.failed) == (3, 0)
+
+
+# Offsets from a fixed "now" in seconds: both edges of the last minute and of the trailing hour,
+# exactly and one second either side, and a little in the future.
+EDGES = [-3661, -3660, -3659, -1800, -61, -60, -59, -30, -1, 0, 1]
+REFERENCE_NOW = datetime(2024, 5, 6, 12, tzinfo=UTC)
+REFERENCE_DEFAULTS = alerts.AlertRule(visitors_per_minute=4, spike_factor=2.0, min_events=3)
+
+
+@st.composite
+def site_traffic(draw: st.DrawFn) -> tuple[list[EventRow], alerts.SiteRule | None]:
+    rows = [
+        EventRow(
+            time=REFERENCE_NOW + timedelta(seconds=draw(st.sampled_from(EDGES))),
+            event_id=uuid.uuid4(),
+            visitor_id=draw(st.integers(0, 6)),
+            is_bot=draw(st.integers(0, 7)) == 0,
+        )
+        for _ in range(draw(st.integers(0, 30)))
+    ]
+    rule = draw(
+        st.none()
+        | st.builds(
+            alerts.SiteRule,
+            visitors_per_minute=st.none() | st.integers(1, 6),
+            events_per_minute=st.none() | st.integers(1, 12),
+            spike_factor=st.none() | st.sampled_from([0.0, 0.5, 1.0, 2.5, 40.0]),
+            min_events=st.none() | st.integers(1, 8),
+            enabled=st.booleans(),
+        )
+    )
+    return rows, rule
+
+
+@THROUGH_DATABASE
+@given(data=st.data())
+async def test_alerts_equal_the_reference(
+    query_stack: QueryStack, nc: Client, database_url: str, data: st.DataObject
+) -> None:
+    drawn = data.draw(st.lists(site_traffic(), min_size=1, max_size=4))
+    sites = {str(uuid.uuid4()): traffic for traffic in drawn}
+    async with query_stack.pool.connection() as conn:
+        for site_id, (_, rule) in sites.items():
+            if rule is not None:
+                await alert_rules.set_rule(conn, site_id, rule)
+    for site_id, (rows, _) in sites.items():
+        await query_stack.write(site_id, rows, batch=data.draw(st.integers(1, 10)))
+    webhooks = alerts.Webhooks({})
+    evaluator = alerts.AlertEvaluator(database_url, nc, REFERENCE_DEFAULTS, webhooks)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        raised = await evaluator.evaluate(conn, REFERENCE_NOW)
+    await webhooks.close()
+    # Earlier examples' sites share the database: only this example's are compared.
+    found = {site: alert for site, alert in raised if site in sites}
+    expected = reference.alerts(sites, REFERENCE_DEFAULTS, REFERENCE_NOW)
+    assert found == expected
