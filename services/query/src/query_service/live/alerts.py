@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -63,6 +62,13 @@ class AlertRule:
     enabled: bool = True
 
 
+T = TypeVar("T")
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
 @dataclass(frozen=True)
 class SiteRule:
     """A site's own rule as stored: a field left None follows the configured default."""
@@ -79,18 +85,14 @@ class SiteRule:
 
     def over(self, defaults: AlertRule) -> AlertRule:
         """The rule in effect: this one's fields where set, the defaults' elsewhere."""
-        own = dataclasses.asdict(self)
-        fields = ("visitors_per_minute", "events_per_minute", "spike_factor", "min_events")
-        chosen = {name: own[name] if own[name] is not None else getattr(defaults, name) for name in fields}
-        cooldown = (
-            defaults.cooldown if self.cooldown_seconds is None else timedelta(seconds=self.cooldown_seconds)
-        )
         return AlertRule(
-            visitors_per_minute=int(chosen["visitors_per_minute"]),
-            events_per_minute=int(chosen["events_per_minute"]),
-            spike_factor=float(chosen["spike_factor"]),
-            min_events=int(chosen["min_events"]),
-            cooldown=cooldown,
+            visitors_per_minute=_given(self.visitors_per_minute, defaults.visitors_per_minute),
+            events_per_minute=_given(self.events_per_minute, defaults.events_per_minute),
+            spike_factor=_given(self.spike_factor, defaults.spike_factor),
+            min_events=_given(self.min_events, defaults.min_events),
+            cooldown=defaults.cooldown
+            if self.cooldown_seconds is None
+            else timedelta(seconds=self.cooldown_seconds),
             enabled=self.enabled,
         )
 
