@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from analytics.v1 import live_pb2, live_pb2_grpc
 from analytics_testing.plugin import NatsFactory
 from analytics_testing.stack import ServiceStack
+from analytics_testing.webhooks import webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -496,14 +497,86 @@ async def test_an_alert_reaches_sse_and_websocket_subscribers_once(
                     assert message["alert"]["value"] == 6
                     break
     # Evaluated by one replica of the two: one log line for the site's alert in all.
-    lines = [
+    assert len(_alert_log_lines(live_stack, site_id)) == 1
+
+
+async def _stored_events(http: aiohttp.ClientSession, site_id: str, key: str, events: int) -> None:
+    """Waits until the site's realtime figures count ``events`` events."""
+    for _ in range(200):
+        async with http.get(f"/v1/sites/{site_id}/realtime", headers={"x-api-key": key}) as response:
+            if (await response.json())["events"] == str(events):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{events} events of {site_id} were never stored")
+
+
+def _alert_log_lines(live_stack: ServiceStack, site_id: str) -> list[str]:
+    return [
         line
         for name, process in live_stack.processes.items()
         if name.startswith("query")
         for line in process.log_path.read_text().splitlines()
         if "traffic alert" in line and site_id in line
     ]
-    assert len(lines) == 1
+
+
+async def test_a_sites_own_alert_rule_over_http_and_its_webhook(
+    live_stack: ServiceStack, http: aiohttp.ClientSession
+) -> None:
+    strict, strict_key = live_stack.create_site("live-rule-strict")
+    lenient, lenient_key = live_stack.create_site("live-rule-lenient")
+    admin = {"Authorization": f"Bearer {live_stack.admin_token}"}
+    rule_of = "/v1/sites/{}/alert-rule".format
+    async with webhook_receiver() as receiver:
+        hook = f"{receiver.url}/strict?token=not-for-logs"
+        async with http.get(rule_of(strict), headers={"x-api-key": strict_key}) as response:
+            assert response.status == 200, await response.text()
+            default = (await response.json())["rule"]
+        assert default["visitors_per_minute"] == 5
+        assert (default["is_default"], default["webhook_host"]) == (True, "")
+        async with http.put(
+            rule_of(strict), json={"visitors_per_minute": 3, "webhook_url": hook}, headers=admin
+        ) as response:
+            assert response.status == 200, await response.text()
+            made = (await response.json())["rule"]
+        async with http.get(rule_of(strict), headers={"x-api-key": strict_key}) as response:
+            assert (await response.json())["rule"] == made
+        assert made["visitors_per_minute"] == 3 and made["events_per_minute"] == 0
+        assert (made["webhook_host"], made["own_webhook"], made["is_default"]) == ("127.0.0.1", True, False)
+        assert "not-for-logs" not in json.dumps(made)
+        # A bad value is refused naming the field; a read key may not write.
+        async with http.put(rule_of(strict), json={"spike_factor": 5000}, headers=admin) as response:
+            assert response.status == 400
+            refused = await response.json()
+        assert refused["message"].startswith("spike_factor: must be between 0 and 1000")
+        async with http.put(rule_of(strict), json={}, headers={"x-api-key": strict_key}) as response:
+            assert response.status == 403
+        async with http.delete(rule_of(strict), headers={"x-api-key": strict_key}) as response:
+            assert response.status == 403
+        async with http.put(rule_of(lenient), json={"visitors_per_minute": 50}, headers=admin) as response:
+            assert response.status == 200, await response.text()
+
+        # 6 visitors: over the configured 5 but under the lenient site's own 50. Once stored, the
+        # strict site's 3 visitors alert (over its 3, under the configured 5), and the round that
+        # sees them sees the lenient site's minute too.
+        await send(http, lenient, lenient_key, [{"path": "/", "user_id": f"u{i}"} for i in range(6)])
+        await _stored_events(http, lenient, lenient_key, 6)
+        await send(http, strict, strict_key, [{"path": "/", "user_id": f"u{i}"} for i in range(3)])
+        (delivered,) = await receiver.wait_for("/strict")
+        assert delivered["site_id"] == strict
+        assert delivered["metric"] == "visitors_per_minute"
+        assert (delivered["value"], delivered["threshold"]) == (3, 3)
+        # One evaluator across the two replicas, and the site's cooldown: one delivery.
+        await asyncio.sleep(1.5)
+        assert len(receiver.received["/strict"]) == 1
+    assert len(_alert_log_lines(live_stack, strict)) == 1
+    assert _alert_log_lines(live_stack, lenient) == []
+    logs = "".join(p.log_path.read_text() for n, p in live_stack.processes.items() if n.startswith("query"))
+    assert "not-for-logs" not in logs
+
+    async with http.delete(rule_of(strict), headers=admin) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["rule"] == default
 
 
 async def test_websocket_dashboards_hear_session_activity(

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from psycopg import sql
 
 from analytics_testing.stack import ServiceStack
 
@@ -80,6 +81,10 @@ async def test_deleting_a_site_over_http(http: aiohttp.ClientSession, stack: Ser
             f"/v1/sites/{owner['site_id']}/goals", json={"goal": {"event_name": "signup"}}, headers=admin
         ) as response:
             assert response.status == 200, await response.text()
+        async with http.put(
+            f"/v1/sites/{owner['site_id']}/alert-rule", json={"visitors_per_minute": 2}, headers=admin
+        ) as response:
+            assert response.status == 200, await response.text()
 
     async with http.delete(
         f"/v1/sites/{site['site_id']}", headers={"x-api-key": site["api_key"]}
@@ -109,7 +114,8 @@ async def test_deleting_a_site_over_http(http: aiohttp.ClientSession, stack: Ser
                 "SELECT (SELECT count(*) FROM analytics.events WHERE site_id = %(s)s)"
                 " + (SELECT count(*) FROM analytics.sessions WHERE site_id = %(s)s)"
                 " + (SELECT count(*) FROM analytics.visitor_days WHERE site_id = %(s)s)"
-                " + (SELECT count(*) FROM query.goals WHERE site_id = %(s)s)",
+                " + (SELECT count(*) FROM query.goals WHERE site_id = %(s)s)"
+                " + (SELECT count(*) FROM query.alert_rules WHERE site_id = %(s)s)",
                 {"s": site["site_id"]},
             )
             row = await cur.fetchone()
@@ -118,8 +124,12 @@ async def test_deleting_a_site_over_http(http: aiohttp.ClientSession, stack: Ser
                 break
             await asyncio.sleep(0.05)
         assert left == 0
-        cur = await conn.execute("SELECT count(*) FROM query.goals WHERE site_id = %s", (kept["site_id"],))
-        assert await cur.fetchone() == (1,)
+        for table in ("goals", "alert_rules"):
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE site_id = %s").format(sql.Identifier("query", table)),
+                (kept["site_id"],),
+            )
+            assert await cur.fetchone() == (1,), table
     totals = await query_when(http, kept, TOTALS, lambda a: True)
     assert totals["results"][0]["metrics"] == [2, 2, 3, 3]
 

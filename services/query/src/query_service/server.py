@@ -83,7 +83,7 @@ async def serve(settings: Settings) -> None:
             await server.set_serving()
             live.serve()
             watcher = asyncio.create_task(health.watch())
-            # A deleted site's goals and funnels go when auth announces the deletion.
+            # A deleted site's goals, funnels and alert rule go when auth announces the deletion.
             deletions = asyncio.create_task(
                 follow_site_deletions(
                     nc.jetstream(), SitesBus(), "query", lambda site_id: _forget_site(pool, site_id)
@@ -119,6 +119,6 @@ async def _forget_site(pool: AsyncConnectionPool, site_id: str) -> None:
 async def _ready(pool: AsyncConnectionPool, settings: Settings) -> None:
     await open_pool(pool)
     if settings.migrate_on_start:
-        # The service's own definitions (goals, funnels); schema analytics is the processor's.
+        # The service's own definitions (goals, funnels, alert rules); schema analytics is the processor's.
         await migrate(settings.database_url, DEFINITIONS_SCHEMA, "query_service.migrations")
     await _wait_for_schema(pool, relations.REQUIRED_VERSION)

@@ -16,6 +16,7 @@ LIVE_QUEUE_EVENTS = "ANALYTICS_LIVE_QUEUE_EVENTS"
 LIVE_HEARTBEAT_S = "ANALYTICS_LIVE_HEARTBEAT_S"
 LIVE_SUMMARY_INTERVAL_S = "ANALYTICS_LIVE_SUMMARY_INTERVAL_S"
 ALERT_VISITORS_PER_MINUTE = "ANALYTICS_ALERT_VISITORS_PER_MINUTE"
+ALERT_EVENTS_PER_MINUTE = "ANALYTICS_ALERT_EVENTS_PER_MINUTE"
 ALERT_SPIKE_FACTOR = "ANALYTICS_ALERT_SPIKE_FACTOR"
 ALERT_MIN_EVENTS = "ANALYTICS_ALERT_MIN_EVENTS"
 ALERT_COOLDOWN_S = "ANALYTICS_ALERT_COOLDOWN_S"
@@ -45,9 +46,10 @@ class Settings:
     live_queue_events: int = 10_000
     live_heartbeat_s: float = 15.0
     live_summary_interval_s: float = 10.0
+    # The alert rule of every site without one of its own, and each field a site's rule leaves out.
     alert_rule: AlertRule = field(default_factory=AlertRule)
     alert_interval_s: float = 60.0
-    # site_id → URL that each of the site's alerts is POSTed to.
+    # site_id → URL that each of the site's alerts is POSTed to, unless its rule names its own.
     alert_webhooks: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -75,6 +77,7 @@ class Settings:
             live_summary_interval_s=env.float(LIVE_SUMMARY_INTERVAL_S, 10.0, minimum=0.1, maximum=3600.0),
             alert_rule=AlertRule(
                 visitors_per_minute=env.int(ALERT_VISITORS_PER_MINUTE, 10, minimum=1),
+                events_per_minute=env.int(ALERT_EVENTS_PER_MINUTE, 0, minimum=0),
                 spike_factor=env.float(ALERT_SPIKE_FACTOR, 3.0, minimum=0.0),
                 min_events=env.int(ALERT_MIN_EVENTS, 20, minimum=1),
                 cooldown=timedelta(seconds=env.float(ALERT_COOLDOWN_S, 600.0, minimum=0.0)),

@@ -20,13 +20,14 @@ def test_alert_settings_come_from_the_environment() -> None:
             **BASE,
             "ANALYTICS_ALERT_VISITORS_PER_MINUTE": "25",
             "ANALYTICS_ALERT_SPIKE_FACTOR": "0",
+            "ANALYTICS_ALERT_EVENTS_PER_MINUTE": "300",
             "ANALYTICS_ALERT_COOLDOWN_S": "30",
             "ANALYTICS_ALERT_WEBHOOKS": "a=https://hooks.example/a, b=http://127.0.0.1:9/b",
             "ANALYTICS_LIVE_QUEUE_EVENTS": "50",
         }
     )
     assert settings.alert_rule == AlertRule(
-        visitors_per_minute=25, spike_factor=0.0, cooldown=timedelta(seconds=30)
+        visitors_per_minute=25, events_per_minute=300, spike_factor=0.0, cooldown=timedelta(seconds=30)
     )
     assert settings.alert_webhooks == {"a": "https://hooks.example/a", "b": "http://127.0.0.1:9/b"}
     assert settings.live_queue_events == 50
@@ -40,6 +41,7 @@ def test_alert_settings_come_from_the_environment() -> None:
         ("ANALYTICS_ALERT_WEBHOOKS", "a=ftp://x"),
         ("ANALYTICS_ALERT_VISITORS_PER_MINUTE", "0"),
         ("ANALYTICS_ALERT_SPIKE_FACTOR", "-1"),
+        ("ANALYTICS_ALERT_EVENTS_PER_MINUTE", "-5"),
         ("ANALYTICS_LIVE_QUEUE_SIZE", "0"),
     ],
 )

@@ -56,6 +56,8 @@ class LiveRuntime:
             heartbeat_s=settings.live_heartbeat_s,
             dashboards=self.sockets.dashboards,
             alert_counts=lambda: (self.evaluator.raised, self.webhooks.delivered, self.webhooks.failed),
+            alert_defaults=settings.alert_rule,
+            alert_webhooks=settings.alert_webhooks,
         )
         self.events = LiveEventStream(self.hub, auth, heartbeat_s=settings.live_heartbeat_s)
         app = self.sockets.application()

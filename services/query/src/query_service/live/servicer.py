@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import structlog
 from google.api import httpbody_pb2
 
-from analytics.v1 import live_pb2, live_pb2_grpc
+from analytics.v1 import auth_pb2, live_pb2, live_pb2_grpc
 from analytics_grpc.auth_client import AuthClient
 from analytics_grpc.errors import FieldViolation, ServiceError, unauthenticated
 from analytics_grpc.metadata import Context, credential
-from query_service.live import seed
+from query_service.live import alert_rules, seed
+from query_service.live.alerts import AlertRule, SiteRule, webhook_host
 from query_service.live.hub import LiveHub
 from query_service.live.realtime import DEFAULT_WINDOW, Count, Realtime, RealtimeQuery, realtime
 from query_service.request import authorize, authorize_site, parse_site_uuid, shown
@@ -28,6 +30,8 @@ MAX_FILTER_VALUES = 100
 MAX_VALUE_LENGTH = 2048
 # Summaries of the hub are computed without a caller: bounded like a short request.
 SUMMARY_TIMEOUT_S = 5.0
+
+log = structlog.get_logger("analytics.query")
 
 
 def _counts(rows: list[Count]) -> list[live_pb2.RealtimeCount]:
@@ -78,6 +82,28 @@ async def changed_sessions(snapshots: Snapshots, site_id: str, after: datetime) 
     return sessions
 
 
+def _alert_rule(
+    site_id: str, own: SiteRule | None, defaults: AlertRule, webhooks: Mapping[str, str]
+) -> live_pb2.AlertRule:
+    """The rule in effect for the site, answered: never the webhook's URL, only its host."""
+    rule = own.over(defaults) if own is not None else defaults
+    own_url = own.webhook_url if own is not None else None
+    url = own_url or webhooks.get(site_id)
+    return live_pb2.AlertRule(
+        site_id=site_id,
+        visitors_per_minute=rule.visitors_per_minute,
+        events_per_minute=rule.events_per_minute,
+        spike_factor=rule.spike_factor,
+        min_events=rule.min_events,
+        cooldown_seconds=int(rule.cooldown.total_seconds()),
+        enabled=rule.enabled,
+        webhook_host=webhook_host(url) if url else "",
+        own_webhook=own_url is not None,
+        is_default=own is None,
+        updated_at=rfc3339(own.updated_at) if own is not None and own.updated_at is not None else "",
+    )
+
+
 class LiveServicer(live_pb2_grpc.LiveServiceServicer):
     def __init__(
         self,
@@ -88,6 +114,8 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         heartbeat_s: float,
         dashboards: Callable[[], int] = lambda: 0,
         alert_counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
+        alert_defaults: AlertRule | None = None,
+        alert_webhooks: Mapping[str, str] | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._auth = auth
@@ -96,7 +124,47 @@ class LiveServicer(live_pb2_grpc.LiveServiceServicer):
         self._dashboards = dashboards
         # (alerts raised, webhooks delivered, webhooks failed) on this replica.
         self._alert_counts = alert_counts
+        # The configured alert rule and webhooks, which a site's own rule overrides field by field.
+        self._alert_defaults = alert_defaults or AlertRule()
+        self._alert_webhooks = dict(alert_webhooks or {})
         self._started = time.monotonic()
+
+    def _answer_rule(self, site_id: str, own: SiteRule | None) -> live_pb2.AlertRule:
+        return _alert_rule(site_id, own, self._alert_defaults, self._alert_webhooks)
+
+    async def GetAlertRule(
+        self, request: live_pb2.GetAlertRuleRequest, context: Context
+    ) -> live_pb2.GetAlertRuleResponse:
+        site_id = parse_site_uuid(request.site_id)
+        await authorize(self._auth, context, site_id=site_id)
+        async with self._snapshots.snapshot(context.time_remaining()) as conn:
+            own = await alert_rules.get_rule(conn, site_id)
+        return live_pb2.GetAlertRuleResponse(rule=self._answer_rule(site_id, own))
+
+    async def SetAlertRule(
+        self, request: live_pb2.SetAlertRuleRequest, context: Context
+    ) -> live_pb2.SetAlertRuleResponse:
+        site_id = parse_site_uuid(request.site_id)
+        await authorize(self._auth, context, site_id=site_id, scope=auth_pb2.SCOPE_ADMIN)
+        rule = alert_rules.parse_rule(request)
+        async with self._snapshots.write(context.time_remaining()) as conn:
+            own = await alert_rules.set_rule(conn, site_id, rule)
+        log.info(
+            "alert rule set",
+            site_id=site_id,
+            webhook_host=webhook_host(own.webhook_url) if own.webhook_url else None,
+        )
+        return live_pb2.SetAlertRuleResponse(rule=self._answer_rule(site_id, own))
+
+    async def DeleteAlertRule(
+        self, request: live_pb2.DeleteAlertRuleRequest, context: Context
+    ) -> live_pb2.DeleteAlertRuleResponse:
+        site_id = parse_site_uuid(request.site_id)
+        await authorize(self._auth, context, site_id=site_id, scope=auth_pb2.SCOPE_ADMIN)
+        async with self._snapshots.write(context.time_remaining()) as conn:
+            removed = await alert_rules.delete_rule(conn, site_id)
+        log.info("alert rule deleted", site_id=site_id, had_rule=removed)
+        return live_pb2.DeleteAlertRuleResponse(rule=self._answer_rule(site_id, None))
 
     async def GetAnalyticsSummary(
         self, request: live_pb2.GetAnalyticsSummaryRequest, context: Context

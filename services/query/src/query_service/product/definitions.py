@@ -17,6 +17,7 @@ from psycopg import AsyncConnection, sql
 
 from analytics.v1 import product_pb2
 from analytics_grpc.errors import FieldViolation, ServiceError
+from query_service.live.alerts import ALERT_RULES
 from query_service.product import patterns
 from query_service.request import shown
 from query_service.spec import Goal
@@ -427,9 +428,10 @@ async def delete_funnel(conn: AsyncConnection[Any], site_id: str, funnel_id: str
 
 
 async def delete_site_definitions(conn: AsyncConnection[Any], site_id: str) -> int:
-    """Removes every goal and funnel of a site (for site deletion); returns how many rows went."""
+    """Removes every goal and funnel of a site and its alert rule (for site deletion); returns how
+    many rows went."""
     removed = 0
-    for table in (GOALS, FUNNELS):
+    for table in (GOALS, FUNNELS, ALERT_RULES):
         cur = await conn.execute(sql.SQL("DELETE FROM {} WHERE site_id = %s").format(table), (site_id,))
         removed += cur.rowcount
     return removed
