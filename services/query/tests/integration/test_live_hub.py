@@ -135,3 +135,24 @@ async def test_close_ends_every_stream(nc: Client) -> None:
         waiting = asyncio.create_task(subscriber.next(60))
         await hub.close()
         assert await waiting is None and subscriber.closed
+
+
+async def test_take_hands_over_what_queued_up_oldest_first_at_most_so_many(nc: Client) -> None:
+    hub = LiveHub(nc, no_summary, queue_size=100, summary_interval_s=3600)
+    site = str(uuid.uuid4())
+    async with hub.subscribe(site) as subscriber:
+        (summary,) = await subscriber.take(10, 5)
+        assert isinstance(summary, live_pb2.StreamLiveResponse) and summary.HasField("summary")
+        for index in range(5):
+            await nc.publish(live_subject(site), update(site, f"/{index}"))
+        await nc.flush()
+        # Wait until all five are queued, then take them in two goes of at most three.
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(subscriber._queue) < 5:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        first, second = await subscriber.take(1, 3), await subscriber.take(1, 3)
+        assert [len(first), len(second)] == [3, 2]
+        pages = [e.page for item in first + second for e in item.events.events]
+        assert pages == [f"/{i}" for i in range(5)]
+        assert await subscriber.take(0.1, 3) == []

@@ -114,24 +114,32 @@ class Subscriber:
         self.closed = True
         self._ready.set()
 
-    async def take(self, timeout_s: float) -> Queued | None:
-        """The oldest queued item as it was queued (``dropped_events`` says what the subscriber has
-        lost so far); None after ``timeout_s`` without one, or once the subscriber is closed."""
+    async def take(self, timeout_s: float, most: int = 1) -> list[Queued]:
+        """Up to ``most`` of the oldest queued items as they were queued (``dropped_events`` says
+        what the subscriber has lost so far); none after ``timeout_s`` without one, or once the
+        subscriber is closed."""
         if not self._queue and not self.closed:
             self._ready.clear()
+            # asyncio.timeout rather than wait_for: no task per wait, and a thousand streams wait
+            # once per committed batch each.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
-        if not self._queue or self.closed:
-            return None
-        item = self._queue.popleft()
-        self._queued_events -= _weight(item)
-        return item
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+        if self.closed:
+            return []
+        items: list[Queued] = []
+        while self._queue and len(items) < most:
+            item = self._queue.popleft()
+            self._queued_events -= _weight(item)
+            items.append(item)
+        return items
 
     async def next(self, timeout_s: float) -> live_pb2.StreamLiveResponse | None:
-        """take(), as a message stamped with the dropped count."""
-        item = await self.take(timeout_s)
-        if item is None:
+        """The oldest queued item, as a message stamped with the dropped count."""
+        taken = await self.take(timeout_s)
+        if not taken:
             return None
+        (item,) = taken
         if isinstance(item, Batch):
             return live_pb2.StreamLiveResponse(dropped_events=self.dropped_events, events=item.events)
         item.dropped_events = self.dropped_events

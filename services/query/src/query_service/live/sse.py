@@ -30,6 +30,8 @@ from query_service.live.servicer import filter_values
 log = structlog.get_logger("analytics.query")
 
 ROUTE = "/v1/sites/{site_id}/live"
+# Most messages written at once by a stream that has fallen behind.
+WRITE_MESSAGES = 64
 # The HTTP status of each gRPC code, as the transcoder maps them.
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -115,10 +117,13 @@ class LiveEventStream:
 
     async def _send(self, response: web.StreamResponse, subscriber: Subscriber) -> None:
         while True:
-            item = await subscriber.take(self._heartbeat_s)
-            if item is None:
+            # What queued up while the last write was under way goes out in one write.
+            items = await subscriber.take(self._heartbeat_s, WRITE_MESSAGES)
+            if not items:
                 if subscriber.closed:
                     return
-                item = live_pb2.StreamLiveResponse()
-                item.heartbeat.at.GetCurrentTime()
-            await response.write(event(item, subscriber.dropped_events))
+                heartbeat = live_pb2.StreamLiveResponse()
+                heartbeat.heartbeat.at.GetCurrentTime()
+                items = [heartbeat]
+            dropped = subscriber.dropped_events
+            await response.write(b"".join(event(item, dropped) for item in items))
