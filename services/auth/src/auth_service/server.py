@@ -8,7 +8,7 @@ from functools import partial
 from analytics.v1 import auth_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import announce_revocation
-from analytics_bus.sites import SitesBus, ensure_sites_stream, publish_site_deleted
+from analytics_bus.sites import ensure_sites_stream, publish_site_deleted
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from auth_service.servicer import AuthServicer
@@ -21,7 +21,7 @@ SCHEMA = "auth"
 async def serve(settings: Settings) -> None:
     nc = await connect(settings.nats_url, "auth")
     js = nc.jetstream()
-    sites_bus = SitesBus()
+    sites_bus = settings.sites_bus
     pool = create_pool(settings.database_url, name="auth", max_size=10)
     server = GrpcServer("auth", settings.grpc_listen, metrics_listen=settings.metrics_listen)
     server.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from analytics_bus.sites import SitesBus
 from analytics_config import Env, SettingsError
 from analytics_config.names import (
     ADMIN_TOKEN,
@@ -27,6 +28,7 @@ class Settings:
     migrate_on_start: bool
     log_level: str
     metrics_listen: str | None
+    sites_bus: SitesBus
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +49,7 @@ class Settings:
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
             log_level=env.log_level(),
             metrics_listen=env.metrics_listen(),
+            sites_bus=SitesBus(replicas=env.stream_replicas()),
         )
 
     def __repr__(self) -> str:  # keep the admin token out of logs and tracebacks

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from analytics.v1 import privacy_pb2_grpc, processor_pb2_grpc
 from analytics_bus import connect, ensure_consumer, ensure_deadletter_stream, ensure_stream
 from analytics_bus.revocations import follow_revocations
-from analytics_bus.sites import SitesBus, follow_site_deletions
+from analytics_bus.sites import follow_site_deletions
 from analytics_db import create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
@@ -73,7 +73,7 @@ def _background(
     # Deletes a deleted site's rows when auth says so, and sweeps late arrivals of such sites.
     tasks.append(
         asyncio.create_task(
-            follow_site_deletions(js, SitesBus(), "processor", partial(site_data.deleted, pool)),
+            follow_site_deletions(js, settings.sites_bus, "processor", partial(site_data.deleted, pool)),
             name="site-deletions",
         )
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from analytics_bus import BusConfig
+from analytics_bus.sites import SitesBus
 from analytics_config import Env, SettingsError
 from analytics_config.names import (
     ADMIN_TOKEN,
@@ -53,6 +54,7 @@ class Settings:
     auth_addr: str
     auth_cache_ttl_s: float
     bus: BusConfig
+    sites_bus: SitesBus
     fetch_batch: int
     fetch_timeout_s: float
     fetch_linger_s: float
@@ -85,6 +87,7 @@ class Settings:
             auth_addr=env.auth_addr(),
             auth_cache_ttl_s=env.auth_cache_ttl_s(),
             bus=BusConfig(max_deliver=max_deliver, backoff_s=backoff).replicated(env.stream_replicas()),
+            sites_bus=SitesBus(replicas=env.stream_replicas()),
             fetch_batch=env.int(FETCH_BATCH, 64, minimum=1, maximum=10_000),
             fetch_timeout_s=env.float(FETCH_TIMEOUT_S, 0.5, minimum=0.05, maximum=30),
             fetch_linger_s=env.float(FETCH_LINGER_S, 0.1, minimum=0, maximum=5),

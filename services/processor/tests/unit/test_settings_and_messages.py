@@ -57,10 +57,11 @@ def test_backoff_and_max_deliver_are_configurable_and_checked() -> None:
 def test_stream_replicas_apply_to_every_stream_and_metrics_may_be_served() -> None:
     settings = Settings.from_env(BASE)
     assert (settings.bus.replicas, settings.bus.deadletter.replicas, settings.metrics_listen) == (1, 1, None)
+    assert settings.sites_bus.replicas == 1
     settings = Settings.from_env(
         {**BASE, "ANALYTICS_STREAM_REPLICAS": "3", "ANALYTICS_METRICS_LISTEN": "0.0.0.0:9464"}
     )
-    assert (settings.bus.replicas, settings.bus.deadletter.replicas) == (3, 3)
+    assert (settings.bus.replicas, settings.bus.deadletter.replicas, settings.sites_bus.replicas) == (3, 3, 3)
     assert settings.bus.backoff_s == (10.0, 30.0, 120.0, 300.0, 600.0)
     assert settings.metrics_listen == "0.0.0.0:9464"
     with pytest.raises(SettingsError, match="ANALYTICS_STREAM_REPLICAS=7 is above the maximum 5"):

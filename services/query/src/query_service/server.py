@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from analytics.v1 import people_pb2_grpc, product_pb2_grpc, query_pb2_grpc
 from analytics_bus import connect
 from analytics_bus.revocations import follow_revocations
-from analytics_bus.sites import SitesBus, follow_site_deletions
+from analytics_bus.sites import follow_site_deletions
 from analytics_db import applied_version, create_pool, migrate, open_pool
 from analytics_grpc import GrpcServer
 from analytics_grpc.auth_client import AuthClient
@@ -86,7 +86,7 @@ async def serve(settings: Settings) -> None:
             # A deleted site's goals, funnels and alert rule go when auth announces the deletion.
             deletions = asyncio.create_task(
                 follow_site_deletions(
-                    nc.jetstream(), SitesBus(), "query", lambda site_id: _forget_site(pool, site_id)
+                    nc.jetstream(), settings.sites_bus, "query", lambda site_id: _forget_site(pool, site_id)
                 ),
                 name="site-deletions",
             )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from analytics_bus.sites import SitesBus
 from analytics_config import Env, SettingsError
 from analytics_config.names import DATABASE_URL, MIGRATE_ON_START, NATS_URL, QUERY_WS_ADDR
 from query_service.live.alerts import AlertRule, parse_webhooks
@@ -51,6 +52,8 @@ class Settings:
     alert_interval_s: float = 60.0
     # site_id → URL that each of the site's alerts is POSTed to, unless its rule names its own.
     alert_webhooks: Mapping[str, str] = field(default_factory=dict)
+    # Where site deletions travel; its stream kept on ANALYTICS_STREAM_REPLICAS servers.
+    sites_bus: SitesBus = field(default_factory=SitesBus)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +74,7 @@ class Settings:
             log_level=env.log_level(),
             metrics_listen=env.metrics_listen(),
             migrate_on_start=env.bool(MIGRATE_ON_START, True),
+            sites_bus=SitesBus(replicas=env.stream_replicas()),
             live_queue_size=env.int(LIVE_QUEUE_SIZE, 256, minimum=1, maximum=100_000),
             live_queue_events=env.int(LIVE_QUEUE_EVENTS, 10_000, minimum=1, maximum=10_000_000),
             live_heartbeat_s=env.float(LIVE_HEARTBEAT_S, 15.0, minimum=0.1, maximum=300.0),

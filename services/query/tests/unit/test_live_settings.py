@@ -62,3 +62,8 @@ def test_the_spike_rule_needs_a_busy_minute_and_a_trailing_rate() -> None:
     assert (
         crossed(AlertRule(spike_factor=0), SiteMinute("s", events=500, visitors=2, trailing_events=6)) is None
     )
+
+
+def test_the_site_deletion_stream_is_kept_on_as_many_servers_as_the_events() -> None:
+    assert Settings.from_env(BASE).sites_bus.replicas == 1
+    assert Settings.from_env({**BASE, "ANALYTICS_STREAM_REPLICAS": "3"}).sites_bus.replicas == 3
